@@ -1,0 +1,115 @@
+"""Settings: one typed object read from ``DUCTAL_*`` environment variables.
+
+| variable | meaning | default |
+|---|---|---|
+| ``DUCTAL_ENV`` | ``development`` or ``production`` | ``development`` |
+| ``DUCTAL_DATA_DIR`` | where the SQLite file, keys, uploads and reports live | ``./ductal-data`` |
+| ``DUCTAL_DATABASE_URL`` | SQLAlchemy URL (``sqlite:///…`` or ``postgresql+psycopg://…``) | SQLite file in the data dir |
+| ``DUCTAL_SECRET_KEY`` | signs sessions and CSRF tokens; at least 32 characters | generated in development |
+| ``DUCTAL_VAULT_KEY`` | Fernet key that encrypts direct identifiers | generated in development |
+
+In development a missing key is generated once and kept in the data directory (mode 0600), so a
+laptop install just works. In production a missing, short or well-known key is refused at start.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from cryptography.fernet import Fernet
+
+from ductal.errors import ConfigError
+
+Environment = Literal["development", "production"]
+_MIN_SECRET_LENGTH = 32
+_WEAK_SECRETS = {"changeme", "secret", "development", "password", "ductal"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings; build with :func:`load_settings`."""
+
+    env: Environment
+    data_dir: Path
+    database_url: str
+    secret_key: str
+    vault_key: str
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    def describe_database(self) -> str:
+        """Return the database URL with any password masked, for printing."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.database_url).render_as_string(hide_password=True)
+
+
+def _key_file(data_dir: Path, name: str, make: str) -> str:
+    path = data_dir / name
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(make + "\n")
+    path.chmod(0o600)
+    return make
+
+
+def _check_vault_key(key: str) -> None:
+    try:
+        Fernet(key.encode())
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            "DUCTAL_VAULT_KEY: not a valid Fernet key (32 url-safe base64-encoded bytes)"
+        ) from exc
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Return settings from ``environ`` (default ``os.environ``), failing fast on bad values."""
+    env_vars = os.environ if environ is None else environ
+    env = env_vars.get("DUCTAL_ENV", "development").strip().lower()
+    if env not in ("development", "production"):
+        raise ConfigError(f"DUCTAL_ENV: must be 'development' or 'production', not {env!r}")
+    data_dir = Path(env_vars.get("DUCTAL_DATA_DIR", "ductal-data")).expanduser().resolve()
+    database_url = env_vars.get("DUCTAL_DATABASE_URL", "").strip()
+    if not database_url:
+        database_url = f"sqlite:///{data_dir / 'ductal.sqlite'}"
+    secret = env_vars.get("DUCTAL_SECRET_KEY", "").strip()
+    vault = env_vars.get("DUCTAL_VAULT_KEY", "").strip()
+
+    if env == "production":
+        if not secret:
+            raise ConfigError("DUCTAL_SECRET_KEY: required in production")
+        if len(secret) < _MIN_SECRET_LENGTH or secret.lower() in _WEAK_SECRETS:
+            raise ConfigError(
+                f"DUCTAL_SECRET_KEY: too weak; use at least {_MIN_SECRET_LENGTH} random characters"
+            )
+        if not vault:
+            raise ConfigError("DUCTAL_VAULT_KEY: required in production")
+    else:
+        if not secret:
+            secret = _key_file(data_dir, "secret.key", secrets.token_urlsafe(48))
+        if not vault:
+            vault = _key_file(data_dir, "vault.key", Fernet.generate_key().decode())
+    _check_vault_key(vault)
+    return Settings(
+        env=env,  # type: ignore[arg-type]
+        data_dir=data_dir,
+        database_url=database_url,
+        secret_key=secret,
+        vault_key=vault,
+    )

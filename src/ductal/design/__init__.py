@@ -1,0 +1,1 @@
+"""Pure trial design: sample size, two-stage designs, boundaries, adaptive simulation."""

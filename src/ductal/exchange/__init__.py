@@ -1,0 +1,1 @@
+"""Data exchange with REDCap, CDISC ODM, FHIR and statistical packages."""

@@ -1,0 +1,1 @@
+"""Response classification and endpoint derivation: database to analysis dataset."""

@@ -178,6 +178,7 @@ class ScheduledEvent(_Strict):
     window_after: int = Field(default=0, ge=0)
     forms: list[str] = Field(min_length=1)
     repeat: Repeat | None = None
+    arms: list[str] = Field(default_factory=list)  # empty: every arm
     kind: Literal["screening", "baseline", "treatment", "follow_up", "unscheduled", "end"] = (
         "follow_up"
     )

@@ -3,10 +3,10 @@
 | variable | meaning | default |
 |---|---|---|
 | ``DUCTAL_ENV`` | ``development`` or ``production`` | ``development`` |
-| ``DUCTAL_DATA_DIR`` | where the SQLite file, keys, uploads and reports live | ``./ductal-data`` |
-| ``DUCTAL_DATABASE_URL`` | SQLAlchemy URL (``sqlite:///…`` or ``postgresql+psycopg://…``) | SQLite file in the data dir |
-| ``DUCTAL_SECRET_KEY`` | signs sessions and CSRF tokens; at least 32 characters | generated in development |
-| ``DUCTAL_VAULT_KEY`` | Fernet key that encrypts direct identifiers | generated in development |
+| ``DUCTAL_DATA_DIR`` | SQLite file, keys, uploads and reports | ``./ductal-data`` |
+| ``DUCTAL_DATABASE_URL`` | SQLAlchemy URL: SQLite or ``postgresql+psycopg`` | SQLite file |
+| ``DUCTAL_SECRET_KEY`` | signs sessions and CSRF tokens (32+ characters) | generated (dev) |
+| ``DUCTAL_VAULT_KEY`` | Fernet key that encrypts direct identifiers | generated (dev) |
 
 In development a missing key is generated once and kept in the data directory (mode 0600), so a
 laptop install just works. In production a missing, short or well-known key is refused at start.

@@ -1,4 +1,4 @@
-"""Domain exceptions. Each carries an HTTP status and a stable code; edges turn them into messages."""
+"""Domain exceptions: each carries an HTTP status and a stable code; edges turn them into text."""
 
 from __future__ import annotations
 

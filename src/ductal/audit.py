@@ -1,0 +1,198 @@
+"""The audit trail: append-only, hash-chained entries written in the same transaction as the change.
+
+Each entry's hash covers its content and the previous entry's hash, so editing, deleting or
+reordering any stored row breaks the chain from that row on; :func:`verify_chain` finds the first
+broken entry. The database itself refuses UPDATE and DELETE on the table (see the migrations).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from ductal.errors import AuditError
+from ductal.models import AuditEntry, utcnow
+
+GENESIS_HASH = "0" * 64
+_PG_AUDIT_LOCK = 0x0D0C7A1  # one advisory lock key for the whole chain
+
+
+def _json_safe(value: Any) -> Any:
+    """Return ``value`` with dates and other non-JSON scalars turned into strings."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_json_safe(v) for v in value]
+        return sorted(items, key=repr) if isinstance(value, set | frozenset) else items
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def entry_digest(
+    *,
+    prev_hash: str,
+    occurred_at: dt.datetime,
+    actor: str,
+    action: str,
+    entity_type: str,
+    entity_id: str,
+    subject_study_id: str | None,
+    site_id: int | None,
+    before: Any,
+    after: Any,
+    reason: str | None,
+) -> str:
+    """Return the SHA-256 that chains an entry to ``prev_hash``."""
+    payload = {
+        "prev": prev_hash,
+        "at": occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
+        "actor": actor,
+        "action": action,
+        "entity": [entity_type, entity_id],
+        "subject": subject_study_id,
+        "site": site_id,
+        "before": before,
+        "after": after,
+        "reason": reason,
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def lock_chain(session: Session) -> None:
+    """Serialise writers on PostgreSQL so that two transactions never extend the same chain head.
+
+    SQLite needs nothing here: ductal opens every SQLite transaction with BEGIN IMMEDIATE.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
+
+
+def chain_head(session: Session) -> AuditEntry | None:
+    """Return the newest audit entry, or None for an empty trail."""
+    return session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1)).first()
+
+
+def record(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    entity_type: str,
+    entity_id: str | int,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+    reason: str | None = None,
+    subject_study_id: str | None = None,
+    site_id: int | None = None,
+) -> AuditEntry:
+    """Append one audit entry to the chain inside the caller's transaction and return it."""
+    if not actor:
+        raise AuditError("an audit entry needs an actor")
+    lock_chain(session)
+    session.flush()
+    head = chain_head(session)
+    prev_hash = head.hash if head is not None else GENESIS_HASH
+    occurred_at = utcnow()
+    if head is not None and occurred_at < head.occurred_at:
+        occurred_at = head.occurred_at  # a clock step backwards never reorders the trail
+    safe_before = None if before is None else _json_safe(before)
+    safe_after = None if after is None else _json_safe(after)
+    digest = entry_digest(
+        prev_hash=prev_hash,
+        occurred_at=occurred_at,
+        actor=actor,
+        action=action,
+        entity_type=entity_type,
+        entity_id=str(entity_id),
+        subject_study_id=subject_study_id,
+        site_id=site_id,
+        before=safe_before,
+        after=safe_after,
+        reason=reason,
+    )
+    entry = AuditEntry(
+        occurred_at=occurred_at,
+        actor=actor,
+        action=action,
+        entity_type=entity_type,
+        entity_id=str(entity_id),
+        subject_study_id=subject_study_id,
+        site_id=site_id,
+        before=safe_before,
+        after=safe_after,
+        reason=reason,
+        prev_hash=prev_hash,
+        hash=digest,
+    )
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """What :func:`verify_chain` found."""
+
+    entries: int
+    head: str
+    first_bad_id: int | None = None
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad_id is None
+
+
+def verify_chain(session: Session, *, batch: int = 5000) -> ChainReport:
+    """Walk the whole trail in order and return where, if anywhere, the chain first breaks."""
+    stmt = select(AuditEntry).order_by(AuditEntry.id).execution_options(yield_per=batch)
+    result = session.scalars(stmt)
+    try:
+        return _walk(result)
+    finally:
+        result.close()
+
+
+def _walk(entries: Iterable[AuditEntry]) -> ChainReport:
+    prev_hash = GENESIS_HASH
+    count = 0
+    for entry in entries:
+        count += 1
+        if entry.prev_hash != prev_hash:
+            return ChainReport(
+                count,
+                prev_hash,
+                entry.id,
+                f"entry {entry.id} does not follow the entry before it "
+                "(an entry was deleted, inserted or reordered)",
+            )
+        expected = entry_digest(
+            prev_hash=entry.prev_hash,
+            occurred_at=entry.occurred_at,
+            actor=entry.actor,
+            action=entry.action,
+            entity_type=entry.entity_type,
+            entity_id=entry.entity_id,
+            subject_study_id=entry.subject_study_id,
+            site_id=entry.site_id,
+            before=entry.before,
+            after=entry.after,
+            reason=entry.reason,
+        )
+        if expected != entry.hash:
+            return ChainReport(
+                count, prev_hash, entry.id, f"entry {entry.id} was altered after it was written"
+            )
+        prev_hash = entry.hash
+    return ChainReport(count, prev_hash)

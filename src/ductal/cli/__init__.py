@@ -11,7 +11,7 @@ import sys
 import typer
 
 from ductal import __version__
-from ductal.cli import design, protocols, stats
+from ductal.cli import audit, design, protocols, stats, study, subjects
 from ductal.errors import DuctalError
 
 app = typer.Typer(
@@ -21,7 +21,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("init")(study.init)
+app.command("demo")(study.demo)
+app.add_typer(subjects.app, name="subjects")
 app.add_typer(protocols.app, name="protocols")
+app.add_typer(audit.app, name="audit")
 app.add_typer(stats.app, name="stats")
 app.add_typer(design.app, name="design")
 

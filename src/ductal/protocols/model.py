@@ -193,7 +193,14 @@ class ResponseCriteria(_Strict):
         default_factory=lambda: ["us_size_1_mm", "us_size_2_mm", "us_size_3_mm"]
     )
     clinical_sign_fields: list[str] = Field(
-        default_factory=lambda: ["mass", "erythema", "abscess", "fistula", "ulcer", "skin_involvement"]
+        default_factory=lambda: [
+            "mass",
+            "erythema",
+            "abscess",
+            "fistula",
+            "ulcer",
+            "skin_involvement",
+        ]
     )
     new_lesion_fields: list[str] = Field(default_factory=lambda: ["new_abscess", "new_fistula"])
     escalation_field: str | None = "treatment_escalated"

@@ -135,6 +135,11 @@ def _coerce_datetime(value: Any) -> datetime:
     return moment
 
 
+def _utc_text(moment: datetime) -> str:
+    # isoformat, not strftime: strftime drops the leading zeros of years before 1000
+    return moment.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+
+
 def _codes_text(definition: FieldDef) -> str:
     return ", ".join(c.code for c in definition.choices)
 
@@ -199,7 +204,7 @@ def _coerce(definition: FieldDef, value: Any) -> Any:
     if kind == "date":
         return _coerce_date(value).isoformat()
     if kind == "datetime":
-        return _coerce_datetime(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return _utc_text(_coerce_datetime(value))
     if kind == "choice":
         return _coerce_code(value, definition)
     if kind == "multi_choice":
@@ -225,7 +230,7 @@ def _calc_value(definition: FieldDef, result: Any) -> Any:
         number = float(result)
         return round(number, definition.decimals) if definition.decimals is not None else number
     if isinstance(result, datetime):
-        return _coerce_datetime(result).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return _utc_text(_coerce_datetime(result))
     if isinstance(result, date):
         return result.isoformat()
     return str(result)

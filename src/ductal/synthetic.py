@@ -280,6 +280,7 @@ def _follow_up(
         fraction = min(0.9, month / max(target, 0.5))
         size = baseline_size * max(0.1, 1 - fraction * rng.uniform(0.7, 1.0))
         derived = "pr" if size <= 0.5 * baseline_size else "sd"
+    size = min(size, 190.0)
     active = derived in ("pr", "sd", "pd")
     us_done = _yes(rng, 0.92) or derived == "cr"
     data: dict[str, Any] = {

@@ -31,6 +31,7 @@ __all__ = [
     "check_protocol",
     "load_protocol",
     "parse_protocol",
+    "resolve_protocol",
 ]
 
 CONTEXT_NAMES = frozenset({"date_of_birth", "enrolment_date", "first_session_date"})
@@ -456,3 +457,16 @@ def builtin_protocol(protocol_id: str) -> Protocol:
 def builtin_protocols() -> list[Protocol]:
     """Return every built-in protocol, in id order."""
     return [builtin_protocol(pid) for pid in builtin_ids()]
+
+
+def resolve_protocol(ref: str | Path) -> Protocol:
+    """Return the protocol in the file ``ref`` if there is one, else the built-in with that id."""
+    path = Path(ref)
+    if path.is_file():
+        return load_protocol(path)
+    if str(ref) in builtin_ids():
+        return builtin_protocol(str(ref))
+    raise NotFound(
+        f"{str(ref)!r} is neither a protocol file nor a built-in protocol "
+        f"({', '.join(builtin_ids())})"
+    )

@@ -30,6 +30,8 @@ def dataset(name: str) -> pd.DataFrame:
 
 def arr(values: Any) -> np.ndarray:
     """R's list (with None for NA) as a float array with NaN."""
+    if isinstance(values, np.ndarray | pd.Series):
+        return np.asarray(values, dtype=float)
     if not isinstance(values, list):
         values = [values]
     return np.array([np.nan if x is None else x for x in values], dtype=float)
@@ -40,3 +42,8 @@ def assert_close(actual: Any, expected: Any, *, rtol: float = RTOL, atol: float 
     np.testing.assert_allclose(
         np.asarray(actual, dtype=float), arr(expected), rtol=rtol, atol=atol, equal_nan=True
     )
+
+
+def names(values: Any) -> list[str]:
+    """R's character vector (a bare string when it had one element) as a list."""
+    return [values] if isinstance(values, str) else list(values)

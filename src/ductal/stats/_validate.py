@@ -15,8 +15,8 @@ import pandas as pd
 
 from ductal.errors import Problem, ValidationError
 
-FloatArray = npt.NDArray[np.floating[Any]]
-IntArray = npt.NDArray[np.integer[Any]]
+FloatArray = npt.NDArray[Any]  # float64 in practice
+IntArray = npt.NDArray[Any]  # int64 in practice
 ArrayLike = npt.ArrayLike | pd.Series
 
 

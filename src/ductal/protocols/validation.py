@@ -361,10 +361,13 @@ def validate_form_data(
         if is_blank(raw) or (isinstance(raw, Mapping) and not raw):
             continue
         try:
-            clean[definition.key] = _coerce(definition, raw)
+            value = _coerce(definition, raw)
         except _Invalid as exc:
             problems.append(Problem(field=definition.key, message=str(exc)))
             failed.add(definition.key)
+            continue
+        if not is_blank(value):  # e.g. a checkbox grid with nothing ticked
+            clean[definition.key] = value
 
     shown = visible_fields(form, clean, context=context, today=today)
     for key in list(clean):

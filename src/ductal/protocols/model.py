@@ -208,6 +208,12 @@ class ResponseCriteria(_Strict):
     partial_reduction: float = Field(default=0.5, gt=0, lt=1)
     progression_growth: float = Field(default=0.2, gt=0)
     scar_only_counts_as_complete: bool = True
+    # Additions read by ductal.outcomes (defaults match the built-in protocols).
+    baseline_form: str = "baseline"
+    scar_field: str | None = "scar_only"
+    ultrasound_done_field: str | None = "us_done"
+    relapse_field: str | None = "relapse"
+    growth_reference: Literal["baseline", "nadir"] = "baseline"
 
 
 class Endpoint(_Strict):

@@ -52,9 +52,14 @@ def newton(
 
 
 def coefficient_table(
-    names: Sequence[str], coef: FloatArray, se: FloatArray, conf_level: float
+    names: Sequence[str],
+    coef: FloatArray,
+    se: FloatArray,
+    conf_level: float,
+    *,
+    ratio: str = "hr",
 ) -> pd.DataFrame:
-    """Return coef, se, exp(coef) as ``hr`` with its Wald interval, z and two-sided p-value."""
+    """Return coef, se, exp(coef) (named ``ratio``) with its Wald interval, z and p-value."""
     z = float(st.norm.ppf(1 - (1 - conf_level) / 2))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         zstat = coef / se
@@ -63,7 +68,7 @@ def coefficient_table(
                 "covariate": list(names),
                 "coef": coef,
                 "se": se,
-                "hr": np.exp(coef),
+                ratio: np.exp(coef),
                 "lower": np.exp(coef - z * se),
                 "upper": np.exp(coef + z * se),
                 "z": zstat,

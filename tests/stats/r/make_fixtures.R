@@ -236,7 +236,8 @@ ref$finegray <- list(
 )
 
 # ---------------------------------------------------------------- logistic
-lg <- glm(cr ~ age + x1 + x2, family = binomial, data = tied_df)
+lg <- glm(cr ~ age + x1 + x2, family = binomial, data = tied_df,
+          control = glm.control(epsilon = 1e-14, maxit = 100))
 ci <- confint.default(lg)
 ref$logistic <- list(names = names(coef(lg)), coef = num(coef(lg)),
                      se = num(sqrt(diag(vcov(lg)))),

@@ -205,7 +205,7 @@ class FormRecord(Base):
     subject: Mapped[Subject] = relationship()
     event: Mapped[Event] = relationship()
 
-    __mapper_args__: ClassVar[dict[str, Any]] = {"version_id_col": version}
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
 
 class DataQuery(Base):

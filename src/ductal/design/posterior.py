@@ -1,0 +1,144 @@
+"""Posterior probabilities for arms with binary outcomes and Beta priors, many trials at once.
+
+For arm i with prior Beta(a_i, b_i) and x_i responders of n_i the posterior is
+Beta(a_i + x_i, b_i + n_i - x_i). Two quantities drive the adaptive rules:
+
+* P(p_i > threshold): the regularised incomplete beta function, exact.
+* P(arm i is best) = integral over p of f_i(p) prod_{j != i} F_j(p), over the active arms. It is
+  computed by Simpson's rule on a fixed grid that is uniform on the arcsine scale p = sin^2(u)
+  (the binomial variance-stabilising scale, so every posterior spans about the same number of
+  cells whatever its mean, and the Jacobian removes the endpoint singularities of priors with
+  a or b < 1), with exact Beta CDFs and densities at the grid points, then scaled so that the
+  active arms sum to one. With 256 cells the error is below 1e-5 for the posteriors met in
+  practice (tests compare with adaptive quadrature).
+
+A Monte Carlo alternative (``draws``) estimates both from posterior draws, as adaptr does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import special
+
+GRID_CELLS = 256
+_BLOCK = 2048  # rows per block when evaluating on the grid (bounds memory)
+
+
+def _grid(cells: int = GRID_CELLS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return grid points p, log p, log(1 - p) and Simpson weights times dp/du."""
+    u = np.linspace(0.0, np.pi / 2, cells + 1)
+    h = u[1] - u[0]
+    w = np.ones(cells + 1)
+    w[1:-1:2] = 4.0
+    w[2:-1:2] = 2.0
+    w *= h / 3.0 * np.sin(2 * u)  # dp/du = 2 sin u cos u
+    p = np.sin(u) ** 2
+    with np.errstate(divide="ignore"):
+        logp, logq = np.log(p), np.log1p(-p)
+    return p, logp, logq, w
+
+
+_GRID, _LOGP, _LOGQ, _WEIGHTS = _grid()
+
+
+def prob_above(a: np.ndarray, b: np.ndarray, threshold: float) -> np.ndarray:
+    """Return P(p > threshold) under Beta(a, b), elementwise."""
+    return np.asarray(special.betaincc(a, b, threshold), dtype=float)
+
+
+def _prob_best_block(a: np.ndarray, b: np.ndarray, active: np.ndarray) -> np.ndarray:
+    m, k = a.shape
+    pairs = np.stack([a.ravel(), b.ravel()], axis=1)
+    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    ua, ub = uniq[:, :1], uniq[:, 1:]
+    cdf = special.betainc(ua, ub, _GRID[None, :])
+    with np.errstate(invalid="ignore"):
+        logpdf = special.xlogy(ua - 1, _GRID) + special.xlog1py(ub - 1, -_GRID)
+    logpdf -= special.betaln(ua, ub)
+    dens = np.exp(logpdf) * _WEIGHTS[None, :]
+    dens[~np.isfinite(dens)] = 0.0  # end points where the density is infinite carry weight 0
+    idx = inverse.ravel()
+    f = cdf[idx].reshape(m, k, -1)
+    g = dens[idx].reshape(m, k, -1)
+    inactive = ~active
+    f[inactive] = 1.0
+    g[inactive] = 0.0
+    # product of the other arms' CDFs, by prefix and suffix products (no division by zero)
+    prefix = np.ones_like(f)
+    suffix = np.ones_like(f)
+    for j in range(1, k):
+        prefix[:, j] = prefix[:, j - 1] * f[:, j - 1]
+        suffix[:, k - 1 - j] = suffix[:, k - j] * f[:, k - j]
+    best = np.einsum("mkg,mkg->mk", g, prefix * suffix)
+    total = best.sum(axis=1, keepdims=True)
+    return np.asarray(np.divide(best, total, out=np.zeros_like(best), where=total > 0))
+
+
+def prob_best(a: np.ndarray, b: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """Return P(arm is best among the active arms) for each row, by numerical integration.
+
+    ``a``, ``b`` and ``active`` have shape (trials, arms); inactive arms get probability 0.
+    Identical rows are evaluated once.
+    """
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    active = np.asarray(active, dtype=bool)
+    m, k = a.shape
+    if m == 0:
+        return np.zeros((0, k))
+    keys = np.concatenate([a, b, active.astype(float)], axis=1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    ua, ub, uact = uniq[:, :k], uniq[:, k : 2 * k], uniq[:, 2 * k :] > 0.5
+    out = np.empty((uniq.shape[0], k))
+    for start in range(0, uniq.shape[0], _BLOCK):
+        sl = slice(start, start + _BLOCK)
+        out[sl] = _prob_best_block(ua[sl], ub[sl], uact[sl])
+    return out[inverse]
+
+
+def monte_carlo(
+    a: np.ndarray,
+    b: np.ndarray,
+    active: np.ndarray,
+    threshold: float | None,
+    draws: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Return (P(p > threshold) or None, P(best)) estimated from ``draws`` posterior draws."""
+    m, k = a.shape
+    above = None if threshold is None else np.empty((m, k))
+    best = np.zeros((m, k))
+    rows = max(1, 2_000_000 // max(1, k * draws))
+    arms = np.arange(k)
+    for start in range(0, m, rows):
+        sl = slice(start, start + rows)
+        sample = rng.beta(a[sl, :, None], b[sl, :, None], size=(a[sl].shape[0], k, draws))
+        if above is not None and threshold is not None:
+            above[sl] = (sample > threshold).mean(axis=2)
+        sample[~active[sl]] = -1.0
+        winner = sample.argmax(axis=1)  # (rows, draws)
+        best[sl] = (winner[:, None, :] == arms[None, :, None]).mean(axis=2)
+    best[~active] = 0.0
+    return above, best
+
+
+def prob_difference_above(
+    a1: np.ndarray, b1: np.ndarray, a2: np.ndarray, b2: np.ndarray, delta: float
+) -> np.ndarray:
+    """Return P(p1 - p2 > delta) for independent Beta posteriors, elementwise.
+
+    Integrates f_2(q) P(p1 > q + delta) over q by Simpson's rule on the arcsine grid.
+    """
+    a1, b1, a2, b2 = (np.asarray(v, dtype=float).ravel() for v in (a1, b1, a2, b2))
+    keys = np.stack([a1, b1, a2, b2], axis=1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    ua1, ub1, ua2, ub2 = (uniq[:, i : i + 1] for i in range(4))
+    with np.errstate(invalid="ignore"):
+        logpdf = special.xlogy(ua2 - 1, _GRID) + special.xlog1py(ub2 - 1, -_GRID)
+    dens = np.exp(logpdf - special.betaln(ua2, ub2)) * _WEIGHTS[None, :]
+    dens[~np.isfinite(dens)] = 0.0
+    shifted = np.clip(_GRID + delta, 0.0, 1.0)
+    tail = special.betaincc(ua1, ub1, shifted[None, :])
+    out = np.clip((dens * tail).sum(axis=1), 0.0, 1.0)
+    return np.asarray(out[inverse.ravel()])

@@ -132,7 +132,7 @@ class CumulativeIncidence:
             {
                 "cause": c.cause,
                 "group": c.group,
-                "times": c.time.size,
+                "event_times": c.time.size,
                 "final_estimate": c.estimate[-1] if c.time.size else 0.0,
                 "final_std_err": math.sqrt(c.variance[-1]) if c.time.size else 0.0,
                 "gray_p_value": p.get(c.cause, math.nan),

@@ -336,7 +336,7 @@ def test_print_then_parse_gives_the_same_tree(tree: Expression) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=string.printable + "[]()'\"<>=!", max_size=40))
+@given(st.text(alphabet=st.characters() | st.sampled_from(string.printable), max_size=40))
 def test_random_text_raises_only_protocol_error(text: str) -> None:
     # anything but a ProtocolError escapes suppress() and fails the test
     with contextlib.suppress(ProtocolError):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -112,10 +113,14 @@ def is_blank(value: Any) -> bool:
     return False
 
 
-_NUMERIC = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
-_INTEGER = re.compile(r"^\s*[+-]?\d+\s*$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
+_NUMERIC = re.compile(r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$")
+_INTEGER = re.compile(r"^\s*[+-]?[0-9]+\s*$")
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_DATETIME = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?"
+    r"(Z|[+-][0-9]{2}:?[0-9]{2})?$",
+    re.ASCII,
+)
 
 
 def _number(value: Any) -> int | float | None:
@@ -609,10 +614,12 @@ class _Token:
 
 
 _FIELD = re.compile(r"\[\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\(\s*([A-Za-z0-9_.+-]+)\s*\)\s*)?\]")
-_NUMBER = re.compile(r"(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_NUMBER = re.compile(r"([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OPERATORS = ("<>", "!=", "<=", ">=", "==", "=", "<", ">", "+", "-", "*", "/", "(", ")", ",")
 _KEYWORDS = frozenset({"and", "or", "not"})
+_DIGITS = frozenset(string.digits)
+_NAME_START = frozenset(string.ascii_letters + "_")
 
 
 def _tokenize(text: str) -> list[_Token]:
@@ -647,7 +654,7 @@ def _tokenize(text: str) -> list[_Token]:
             tokens.append(_Token("string", text[i : end + 1], i, "".join(parts)))
             i = end + 1
             continue
-        if ch.isdigit() or (ch == "." and i + 1 < n and text[i + 1].isdigit()):
+        if ch in _DIGITS or (ch == "." and i + 1 < n and text[i + 1] in _DIGITS):
             match = _NUMBER.match(text, i)
             assert match is not None
             literal = match.group(0)
@@ -661,7 +668,7 @@ def _tokenize(text: str) -> list[_Token]:
             tokens.append(_Token("number", literal, i, value))
             i = match.end()
             continue
-        if ch.isalpha() or ch == "_":
+        if ch in _NAME_START:
             match = _NAME.match(text, i)
             assert match is not None
             word = match.group(0)

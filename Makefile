@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 ## demo: build the demo study database (SQLite) and its reports
 demo: $(STAMP)
-	$(BIN)/ductal demo
+	$(BIN)/ductal demo --reset
 
 ## test: every check — lint, types and the whole test suite
 test: lint types pytest

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
+from ductal import accounts
 from ductal.cli import main
-from ductal.db import make_engine
+from ductal.db import make_engine, session_scope
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -90,7 +92,7 @@ def test_audit_verify_fails_on_tampering(
 
 
 def test_unreachable_database_is_one_line(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: object, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("DUCTAL_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("DUCTAL_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
@@ -100,3 +102,22 @@ def test_unreachable_database_is_one_line(
         "error: cannot reach the database postgresql+psycopg://nobody@127.0.0.1:1/none"
     )
     assert len(err.strip().splitlines()) == 1
+
+
+def test_demo_reset_rebuilds_but_never_deletes_real_data(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DUCTAL_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DUCTAL_DATABASE_URL", raising=False)
+    assert run(capsys, "demo", "--patients", "2")[0] == 0
+    assert run(capsys, "demo", "--patients", "3", "--reset")[0] == 0
+    code, out, _ = run(capsys, "subjects", "list", "--json")
+    assert code == 0 and len(json.loads(out)) == 9
+    engine = make_engine(f"sqlite:///{tmp_path / 'ductal.sqlite'}")
+    with session_scope(engine) as session:
+        accounts.create_site(session, code="REAL", name="A real site", actor="alice")
+    engine.dispose()
+    code, _, err = run(capsys, "demo", "--reset")
+    assert code == 1 and "--reset refused" in err
+    code, out, _ = run(capsys, "subjects", "list", "--json")
+    assert len(json.loads(out)) == 9

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import text
 
 from ductal.cli import _context
 from ductal.db import current_revision, make_engine, migrate
 from ductal.demo import build_demo
 from ductal.errors import ConfigError
+from ductal.synthetic import ACTOR
 
 
 def init() -> None:
@@ -28,6 +30,21 @@ def init() -> None:
 
 
 def _reset_sqlite(path: Path) -> None:
+    """Delete a SQLite demo database — refused when anyone but the generator ever wrote to it."""
+    if path.exists():
+        engine = make_engine(f"sqlite:///{path}")
+        try:
+            if current_revision(engine) is not None:
+                with engine.connect() as conn:
+                    others = conn.execute(
+                        text("SELECT COUNT(*) FROM audit_entries WHERE actor <> :a"), {"a": ACTOR}
+                    ).scalar_one()
+                if others:
+                    raise ConfigError(
+                        f"--reset refused: {path} holds data entered by people, not only demo data"
+                    )
+        finally:
+            engine.dispose()
     for suffix in ("", "-wal", "-shm"):
         candidate = path.with_name(path.name + suffix)
         if candidate.exists():

@@ -241,6 +241,73 @@ class Benchmark(_Strict):
     source: str
 
 
+class ProcedureRule(_Strict):
+    """A procedure rule (see :mod:`ductal.procedure`): raised when ``when`` holds on a record.
+
+    ``level`` says what follows: ``block`` stops a session being recorded as started (unless an
+    investigator overrides it), ``query`` raises a data query on ``field``, ``warn``, ``advice``
+    and ``info`` are shown. ``message`` may name values in braces, e.g. ``{steroid_dose_max_mg}``.
+    """
+
+    key: str = Field(pattern=KEY_PATTERN)
+    level: Literal["block", "query", "warn", "advice", "info"]
+    forms: list[str] = Field(min_length=1)
+    when: str
+    message: Text
+    field: str | None = None
+
+
+class ProcedureStep(_Strict):
+    """One step of the procedure checklist: the form field holding the time it was done."""
+
+    field: str
+    required: bool = False
+
+
+class DoseRange(_Strict):
+    min: float = Field(ge=0)
+    max: float = Field(ge=0)
+
+
+class CourseStep(_Strict):
+    """One visit of a lavage cycle: ``code`` of the course field, ``day`` within the cycle."""
+
+    code: str
+    day: int = Field(ge=0)
+    window_before: int = Field(default=0, ge=0)
+    window_after: int = Field(default=0, ge=0)
+
+
+class LavageCourse(_Strict):
+    """The course pattern: cycles of the repeating treatment event ``event``, each of ``steps``."""
+
+    event: str
+    form: str
+    field: str
+    date_field: str
+    steps: list[CourseStep] = Field(min_length=1)
+
+
+class PathologySettings(_Strict):
+    event: str = "pathology_result"
+    form: str = "pathology_result"
+    due_days: int = Field(default=7, ge=1)
+    flag_results: list[str] = Field(default_factory=lambda: ["suspicious", "malignant"])
+
+
+class ProcedureSettings(_Strict):
+    """The procedure rules of a protocol, held in ``settings.procedure``."""
+
+    checks_form: str = "pre_session_checks"
+    record_form: str = "ductoscopy_procedure"
+    checks: list[ProcedureRule] = Field(default_factory=list)
+    rules: list[ProcedureRule] = Field(default_factory=list)
+    steps: list[ProcedureStep] = Field(default_factory=list)
+    steroid_dose_mg: dict[str, DoseRange] = Field(default_factory=dict)
+    course: LavageCourse | None = None
+    pathology: PathologySettings = Field(default_factory=PathologySettings)
+
+
 class Protocol(_Strict):
     """A complete, versioned study definition."""
 

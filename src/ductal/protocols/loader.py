@@ -58,7 +58,10 @@ RESPONSE_CODES = frozenset({"cr", "pr", "sd", "pd"})
 # YAML
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~9x
+
+
+class _UniqueKeyLoader(_SafeLoader):  # type: ignore[valid-type,misc]
     """A safe loader that refuses a mapping with the same key twice (PyYAML keeps the last)."""
 
 

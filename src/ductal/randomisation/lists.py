@@ -49,17 +49,18 @@ def usable_block_sizes(sizes: Sequence[int], ratios: Sequence[int], *, adjust: b
     """Return the block sizes that hold whole multiples of the allocation ratio.
 
     A block of size s holds ``s / sum(ratios)`` repetitions of the ratio. With ``adjust`` (used
-    when arms of an adaptive trial were closed and the protocol's sizes no longer fit), sizes that
-    do not fit are rounded to the nearest multiple instead of being refused.
+    when arms of an adaptive trial were closed and the protocol's sizes may no longer fit), every
+    size is rounded to the nearest multiple (at least one), so the list keeps several block sizes;
+    without it, sizes that do not fit are left out and none fitting is an error.
     """
     unit = sum(ratios)
     if unit < 1 or any(r < 1 for r in ratios):
         raise ValidationError("bad ratios", problems=[Problem("arms", "ratios must be 1 or more")])
+    if adjust and sizes:
+        return sorted({unit * max(1, round(s / unit)) for s in sizes})
     fitting = sorted({s for s in sizes if s >= unit and s % unit == 0})
     if fitting:
         return fitting
-    if adjust and sizes:
-        return sorted({unit * max(1, round(s / unit)) for s in sizes})
     raise ValidationError(
         "block sizes do not fit the allocation ratio",
         problems=[

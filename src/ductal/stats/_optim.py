@@ -75,3 +75,27 @@ def coefficient_table(
                 "p_value": 2 * st.norm.sf(np.abs(zstat)),
             }
         )
+
+
+def finite_estimate_problem(
+    ok: bool, beta: FloatArray, info: FloatArray, x: FloatArray
+) -> str | None:
+    """Return why the fit has no usable finite estimate, or None if it has one.
+
+    A likelihood that keeps rising as a coefficient grows (monotone likelihood: e.g. every
+    event in the subjects with the highest covariate value) drives Newton's method towards
+    infinity; R then warns and prints a huge coefficient. Here it is refused with a reason.
+    """
+    if not ok or not np.all(np.isfinite(beta)):
+        return "the fit did not converge (the likelihood may have no finite maximum)"
+    try:
+        variance = np.linalg.inv(info)
+    except np.linalg.LinAlgError:
+        return "the covariates are constant or collinear; drop one"
+    diag = np.diag(variance)
+    if not np.all(np.isfinite(diag)) or np.any(diag <= 0):
+        return "the information matrix is singular: a coefficient is not estimable"
+    spread = x.std(axis=0)
+    if np.any(np.abs(beta) * spread > 20):
+        return "a coefficient is infinite (monotone likelihood: the events separate on it)"
+    return None

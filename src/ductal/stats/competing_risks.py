@@ -27,7 +27,7 @@ from scipy import stats as st
 
 from ductal.stats import _validate as v
 from ductal.stats._json import jsonable
-from ductal.stats._optim import coefficient_table, newton
+from ductal.stats._optim import coefficient_table, finite_estimate_problem, newton
 from ductal.stats._validate import ArrayLike, FloatArray, IntArray
 
 _WHAT_CIF = "cumulative incidence"
@@ -456,15 +456,11 @@ class FineGray:
             fail=np.flatnonzero(code == 1),
         )
         beta, loglik, _score, info, ok = newton(lambda b: _fg_loglik(d, b), np.zeros(x.shape[1]))
+        problem = finite_estimate_problem(ok, beta, info, x)
+        if problem:
+            raise v.fail("covariates", problem, what=_WHAT_FG)
         self.coef_, self.loglik_, self.converged_ = beta, loglik, ok
-        try:
-            self.variance_ = _fg_variance(d, beta, info)
-        except np.linalg.LinAlgError:
-            raise v.fail(
-                "covariates",
-                "the model cannot be estimated (a covariate is constant or collinear)",
-                what=_WHAT_FG,
-            ) from None
+        self.variance_ = _fg_variance(d, beta, info)
         self.se_ = np.sqrt(np.diag(self.variance_))
         self.covariates_ = list(covariates)
         self.n_, self.n_events_ = int(t.size), int(d.fail.size)

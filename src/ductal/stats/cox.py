@@ -26,7 +26,7 @@ from scipy import stats as st
 
 from ductal.stats import _validate as v
 from ductal.stats._json import jsonable
-from ductal.stats._optim import coefficient_table, newton
+from ductal.stats._optim import coefficient_table, finite_estimate_problem, newton
 from ductal.stats._validate import FloatArray, IntArray
 
 _WHAT = "Cox regression"
@@ -234,12 +234,10 @@ class CoxPH:
         p = x.shape[1]
         null = _efron(d, np.zeros(p))[0]
         beta, loglik, _score, info, ok = newton(lambda b: _efron(d, b), np.zeros(p))
-        try:
-            self.variance_ = np.linalg.inv(info)
-        except np.linalg.LinAlgError:
-            raise v.fail(
-                "covariates", "the covariates are collinear; drop one", what=_WHAT
-            ) from None
+        problem = finite_estimate_problem(ok, beta, info, xc)
+        if problem:
+            raise v.fail("covariates", problem, what=_WHAT)
+        self.variance_ = np.linalg.inv(info)
         self.coef_, self.loglik_, self.converged_ = beta, (null, loglik), ok
         self.se_ = np.sqrt(np.diag(self.variance_))
         self.concordance_ = concordance(d.time, d.event, d.x @ beta)

@@ -394,8 +394,12 @@ def _logrank(
     else:
         keep = use[1:]
         diff = (obs - exp_)[keep]
-        stat = float(diff @ np.linalg.solve(var[np.ix_(keep, keep)], diff))
-        df = int(keep.size)
+        vv = var[np.ix_(keep, keep)]
+        df = int(np.linalg.matrix_rank(vv))
+        if df == keep.size:
+            stat = float(diff @ np.linalg.solve(vv, diff))
+        else:  # e.g. everyone failing at one time: no information, generalised inverse
+            stat = float(diff @ np.linalg.pinv(vv) @ diff) if df else 0.0
     p = float(st.chi2.sf(stat, df)) if df > 0 else math.nan
     method = "log-rank test" + (", stratified" if n_strata > 1 else "")
     return LogRankResult(stat, df, p, names, obs, exp_, method)

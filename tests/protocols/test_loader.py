@@ -41,6 +41,7 @@ def _minimal() -> dict[str, Any]:
         "eligibility": [{"key": "adult", "expr": "[age] >= 18", "message": label}],
         "schedule": [
             {"key": "screening", "label": label, "kind": "screening", "forms": ["screening"]},
+            {"key": "baseline", "label": label, "kind": "baseline", "forms": ["baseline"]},
             {"key": "month_1", "label": label, "day": 30, "forms": ["follow_up"]},
         ],
         "forms": [
@@ -59,6 +60,11 @@ def _minimal() -> dict[str, Any]:
                         ],
                     },
                 ],
+            },
+            {
+                "key": "baseline",
+                "title": label,
+                "fields": [{"key": "us_size_1_mm", "type": "number", "label": label}],
             },
             {
                 "key": "follow_up",
@@ -81,6 +87,9 @@ def _minimal() -> dict[str, Any]:
             "clinical_sign_fields": ["abscess"],
             "new_lesion_fields": [],
             "escalation_field": None,
+            "scar_field": None,
+            "ultrasound_done_field": None,
+            "relapse_field": None,
         },
         "endpoints": [
             {
@@ -138,13 +147,13 @@ def test_document_must_be_a_mapping() -> None:
 
 def test_every_model_error_is_listed_with_its_path() -> None:
     doc = _minimal()
-    doc["forms"][1]["fields"][0]["colour"] = "red"  # unknown key
+    doc["forms"][2]["fields"][0]["colour"] = "red"  # unknown key
     doc["forms"][0]["fields"][1]["choices"] = []  # a choice field without choices
     doc["forms"][0]["fields"][0]["type"] = "whole"  # not a type
     doc["target_enrolment"] = 0
     del doc["version"]
     fields = {p.field: p.message for p in _problems(doc)}
-    assert fields["forms[1].fields[0].colour"] == "unknown key"
+    assert fields["forms[2].fields[0].colour"] == "unknown key"
     assert "needs choices" in fields["forms[0].fields[1]"]
     assert "forms[0].fields[0].type" in fields
     assert "target_enrolment" in fields
@@ -171,15 +180,15 @@ def _break(change: Any) -> list[Problem]:
     ("change", "path", "fragment"),
     [
         pytest.param(
-            lambda d: d["schedule"][1]["forms"].append("visit"),
-            "schedule[1].forms[1]",
+            lambda d: d["schedule"][2]["forms"].append("visit"),
+            "schedule[2].forms[1]",
             "no form 'visit'",
             id="dangling-form",
         ),
         pytest.param(
-            lambda d: d.update(screening_form="baseline"),
+            lambda d: d.update(screening_form="intake"),
             "screening_form",
-            "no form 'baseline'",
+            "no form 'intake'",
             id="missing-screening-form",
         ),
         pytest.param(
@@ -219,15 +228,15 @@ def _break(change: Any) -> list[Problem]:
             id="eligibility-outside-screening",
         ),
         pytest.param(
-            lambda d: d["forms"][1]["rules"].append(
+            lambda d: d["forms"][2]["rules"].append(
                 {"key": "r", "expr": "[abscess] = 1", "message": {"en": "m"}, "fields": ["nope"]}
             ),
-            "forms[1].rules[0].fields[0]",
+            "forms[2].rules[0].fields[0]",
             "no field 'nope'",
             id="rule-field",
         ),
         pytest.param(
-            lambda d: d["forms"][1]["rules"].append(
+            lambda d: d["forms"][2]["rules"].append(
                 {
                     "key": "r",
                     "expr": "[abscess] = 1",
@@ -236,7 +245,7 @@ def _break(change: Any) -> list[Problem]:
                     "fields": ["abscess"],
                 }
             ),
-            "forms[1].rules[0].when",
+            "forms[2].rules[0].when",
             "unknown field 'x'",
             id="rule-when",
         ),
@@ -257,6 +266,24 @@ def _break(change: Any) -> list[Problem]:
             "response.investigator_field",
             "must be choice",
             id="response-investigator-type",
+        ),
+        pytest.param(
+            lambda d: d["response"].update(relapse_field="relapse"),
+            "response.relapse_field",
+            "no field 'relapse' on form 'follow_up'",
+            id="response-relapse-field",
+        ),
+        pytest.param(
+            lambda d: d["response"].update(baseline_form="intake"),
+            "response.baseline_form",
+            "no form 'intake'",
+            id="response-baseline-form",
+        ),
+        pytest.param(
+            lambda d: d["forms"][1]["fields"].clear(),
+            "response.size_fields[0]",
+            "baseline form 'baseline' to compare with",
+            id="response-size-not-at-baseline",
         ),
         pytest.param(
             lambda d: d["endpoints"][0].update(event="cure"),
@@ -285,32 +312,32 @@ def _break(change: Any) -> list[Problem]:
             id="duplicate-endpoint",
         ),
         pytest.param(
-            lambda d: d["schedule"].append(dict(d["schedule"][1])),
-            "schedule[2].key",
+            lambda d: d["schedule"].append(dict(d["schedule"][2])),
+            "schedule[3].key",
             "event 'month_1' is used more than once",
             id="duplicate-event",
         ),
         pytest.param(
-            lambda d: d["schedule"][1].update(day=400),
-            "schedule[1].day",
+            lambda d: d["schedule"][2].update(day=400),
+            "schedule[2].day",
             "after follow_up_days",
             id="event-after-follow-up",
         ),
         pytest.param(
-            lambda d: d["schedule"][1].update(arms=["ghost"]),
-            "schedule[1].arms[0]",
+            lambda d: d["schedule"][2].update(arms=["ghost"]),
+            "schedule[2].arms[0]",
             "no arm 'ghost'",
             id="event-arm",
         ),
         pytest.param(
-            lambda d: d["schedule"][1].update(repeat={"every_days": 2, "count": 3}),
-            "schedule[1].forms[0]",
+            lambda d: d["schedule"][2].update(repeat={"every_days": 2, "count": 3}),
+            "schedule[2].forms[0]",
             "not repeating",
             id="repeat-needs-repeating-form",
         ),
         pytest.param(
-            lambda d: d["schedule"][1].update(forms=["screening"]),
-            "forms[1].key",
+            lambda d: d["schedule"][2].update(forms=["screening"]),
+            "forms[2].key",
             "in no scheduled event",
             id="unscheduled-form",
         ),
@@ -362,12 +389,12 @@ def test_stratum_must_be_a_choice_field() -> None:
 
 def test_all_cross_reference_problems_are_reported_together() -> None:
     def change(doc: dict[str, Any]) -> None:
-        doc["schedule"][1]["forms"].append("visit")
+        doc["schedule"][2]["forms"].append("visit")
         doc["endpoints"][0]["event"] = "cure"
         doc["eligibility"][0]["expr"] = "[age] >"
 
     paths = [p.field for p in _break(change)]
-    assert paths == ["schedule[1].forms[1]", "eligibility[0].expr", "endpoints[0].event"]
+    assert paths == ["schedule[2].forms[1]", "eligibility[0].expr", "endpoints[0].event"]
 
 
 def test_context_names_are_allowed() -> None:

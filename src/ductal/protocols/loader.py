@@ -342,6 +342,22 @@ class _Checker:
                 need(f"response.{name}[{j}]", key, types)
         if criteria.escalation_field is not None:
             need("response.escalation_field", criteria.escalation_field, ("yes_no",))
+        for name in ("scar_field", "ultrasound_done_field", "relapse_field"):
+            key = getattr(criteria, name, None)
+            if key is not None:
+                need(f"response.{name}", key, ("yes_no",))
+        baseline = getattr(criteria, "baseline_form", None)
+        if baseline is not None:
+            if baseline not in forms:
+                self.add("response.baseline_form", f"no form {baseline!r} in forms")
+            else:
+                base_keys = {f.key for f in forms[baseline].fields}
+                for j, key in enumerate(criteria.size_fields):
+                    if key not in base_keys:
+                        self.add(
+                            f"response.size_fields[{j}]",
+                            f"no field {key!r} on the baseline form {baseline!r} to compare with",
+                        )
         need("response.investigator_field", criteria.investigator_field, ("choice",))
         if criteria.investigator_field in keys:
             codes = {c.code for c in form.field(criteria.investigator_field).choices}

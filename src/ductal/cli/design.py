@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import typer
 
 from ductal.design.boundaries import BOUNDARY_TYPES, group_sequential
+from ductal.design.runner import Progress
+from ductal.design.runner import simulate as run_simulation
 from ductal.design.simon import simon as simon_design
 from ductal.design.single_arm import single_arm as single_arm_design
+from ductal.design.spec import builtin_names, load_design
 from ductal.design.two_arm import two_arm as two_arm_design
 from ductal.errors import Problem, ValidationError
 
@@ -153,3 +159,99 @@ def boundaries(
         f"  expected size / fixed: H0 {d.expected_n_h0:.4f}, midway {d.expected_n_h01:.4f}, "
         f"H1 {d.expected_n_h1:.4f}"
     )
+
+
+@contextmanager
+def _progress_bar(total: int, enabled: bool) -> Iterator[Progress | None]:
+    """Yield a callback advancing a rich progress bar on stderr, or None when disabled."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("simulating", total=total)
+        yield lambda done: bar.advance(task, done)
+
+
+@app.command("list")
+def list_designs() -> None:
+    """List the shipped adaptive designs (use them as builtin:NAME)."""
+    for name in builtin_names():
+        design = load_design(f"builtin:{name}")
+        typer.echo(f"builtin:{name:<28} {design.description or ''}")
+
+
+@app.command("simulate")
+def simulate(
+    design: str = typer.Argument(..., help="A design YAML file, or builtin:NAME (see 'list')."),
+    trials: int = typer.Option(10_000, "--trials", help="Simulated trials per scenario."),
+    seed: int = typer.Option(1, "--seed", help="Seed; the same seed gives the same result."),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Run on a local Dask cluster with N worker processes."
+    ),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Run on an existing Dask cluster, e.g. tcp://host:8786."
+    ),
+    draws: int | None = typer.Option(
+        None, "--draws", help="Monte Carlo posterior draws instead of numerical integration."
+    ),
+    scenario: list[str] | None = typer.Option(
+        None, "--scenario", help="Simulate only this scenario (repeatable)."
+    ),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Simulate an adaptive design: operating characteristics under each scenario."""
+    if workers is not None and scheduler is not None:
+        raise ValidationError(
+            "invalid simulation settings",
+            problems=[Problem("workers", "give --workers or --scheduler, not both")],
+        )
+    spec = load_design(design)
+    n_scen = len(scenario) if scenario else len(spec.scenarios)
+    show = not as_json and sys.stderr.isatty()
+    with _progress_bar(trials * n_scen, show) as progress:
+        result = run_simulation(
+            spec,
+            trials=trials,
+            seed=seed,
+            draws=draws,
+            workers=workers,
+            scheduler=scheduler,
+            scenarios=scenario,
+            progress=progress,
+        )
+    if as_json:
+        _emit_json(result)
+        return
+    typer.echo(
+        f"{result['design']}: {trials} trials per scenario, seed {seed}, "
+        f"posterior by {result['posterior']}"
+    )
+    for sc in result["scenarios"]:
+        label = "type I error" if sc["null"] else "power"
+        typer.echo(
+            f"\n[{sc['scenario']}] {label} {sc['p_success']:.4f} (MC SE {sc['mc_se']:.4f}); "
+            f"expected N {sc['expected_n_total']:.1f}"
+        )
+        stops = ", ".join(f"{k} {v:.3f}" for k, v in sc["p_stop_reason"].items() if v > 0)
+        typer.echo(f"  stopped: {stops}")
+        typer.echo(
+            f"  {'arm':<10}{'rate':>6}{'select':>8}{'drop':>7}{'E[n]':>8}{'n 5-95%':>10}{'bias':>8}"
+        )
+        for arm in sc["arms"]:
+            q = arm["n_quantiles"]
+            bias = "" if arm["bias"] is None else f"{arm['bias']:+.3f}"
+            typer.echo(
+                f"  {arm['arm']:<10}{arm['true_rate']:>6.2f}{arm['p_selected']:>8.3f}"
+                f"{arm['p_dropped']:>7.3f}{arm['expected_n']:>8.1f}"
+                f"{str(q['q05']) + '-' + str(q['q95']):>10}{bias:>8}"
+            )

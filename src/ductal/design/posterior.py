@@ -46,39 +46,57 @@ def prob_above(a: np.ndarray, b: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(special.betaincc(a, b, threshold), dtype=float)
 
 
+def _rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return Beta CDFs and Simpson-weighted densities on the grid, one row per (a, b)."""
+    a, b = a[:, None], b[:, None]
+    cdf = special.betainc(a, b, _GRID[None, :])
+    with np.errstate(invalid="ignore", over="ignore"):
+        logpdf = special.xlogy(a - 1, _GRID) + special.xlog1py(b - 1, -_GRID)
+        dens = np.exp(logpdf - special.betaln(a, b)) * _WEIGHTS[None, :]
+    dens[~np.isfinite(dens)] = 0.0  # end points where the density is infinite carry weight 0
+    return cdf, dens
+
+
+def _best_from_rows(f: np.ndarray, g: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """Return P(best) from CDF rows f and weighted density rows g of shape (m, k, grid)."""
+    k = f.shape[1]
+    inactive = ~active
+    f[inactive] = 1.0
+    g[inactive] = 0.0
+    best = np.empty(active.shape)
+    if k == 1:
+        best[:, 0] = g[:, 0].sum(axis=1)
+    elif k == 2:
+        best[:, 0] = np.einsum("mg,mg->m", g[:, 0], f[:, 1])
+        best[:, 1] = np.einsum("mg,mg->m", g[:, 1], f[:, 0])
+    else:
+        # product of the other arms' CDFs by running prefix and suffix products
+        suffix = np.empty_like(f)
+        suffix[:, k - 1] = 1.0
+        for j in range(k - 2, -1, -1):
+            np.multiply(suffix[:, j + 1], f[:, j + 1], out=suffix[:, j])
+        prefix = np.ones_like(f[:, 0])
+        for i in range(k):
+            best[:, i] = np.einsum("mg,mg,mg->m", g[:, i], prefix, suffix[:, i])
+            prefix *= f[:, i]
+    total = best.sum(axis=1, keepdims=True)
+    return np.asarray(np.divide(best, total, out=np.zeros_like(best), where=total > 0))
+
+
 def _prob_best_block(a: np.ndarray, b: np.ndarray, active: np.ndarray) -> np.ndarray:
     m, k = a.shape
     pairs = np.stack([a.ravel(), b.ravel()], axis=1)
     uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    ua, ub = uniq[:, :1], uniq[:, 1:]
-    cdf = special.betainc(ua, ub, _GRID[None, :])
-    with np.errstate(invalid="ignore"):
-        logpdf = special.xlogy(ua - 1, _GRID) + special.xlog1py(ub - 1, -_GRID)
-    logpdf -= special.betaln(ua, ub)
-    dens = np.exp(logpdf) * _WEIGHTS[None, :]
-    dens[~np.isfinite(dens)] = 0.0  # end points where the density is infinite carry weight 0
+    cdf, dens = _rows(uniq[:, 0], uniq[:, 1])
     idx = inverse.ravel()
-    f = cdf[idx].reshape(m, k, -1)
-    g = dens[idx].reshape(m, k, -1)
-    inactive = ~active
-    f[inactive] = 1.0
-    g[inactive] = 0.0
-    # product of the other arms' CDFs, by prefix and suffix products (no division by zero)
-    prefix = np.ones_like(f)
-    suffix = np.ones_like(f)
-    for j in range(1, k):
-        prefix[:, j] = prefix[:, j - 1] * f[:, j - 1]
-        suffix[:, k - 1 - j] = suffix[:, k - j] * f[:, k - j]
-    best = np.einsum("mkg,mkg->mk", g, prefix * suffix)
-    total = best.sum(axis=1, keepdims=True)
-    return np.asarray(np.divide(best, total, out=np.zeros_like(best), where=total > 0))
+    return _best_from_rows(cdf[idx].reshape(m, k, -1), dens[idx].reshape(m, k, -1), active)
 
 
 def prob_best(a: np.ndarray, b: np.ndarray, active: np.ndarray) -> np.ndarray:
     """Return P(arm is best among the active arms) for each row, by numerical integration.
 
-    ``a``, ``b`` and ``active`` have shape (trials, arms); inactive arms get probability 0.
-    Identical rows are evaluated once.
+    ``a``, ``b`` (posterior Beta parameters) and ``active`` have shape (trials, arms); inactive
+    arms get probability 0. Identical rows are evaluated once.
     """
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
@@ -88,13 +106,100 @@ def prob_best(a: np.ndarray, b: np.ndarray, active: np.ndarray) -> np.ndarray:
         return np.zeros((0, k))
     keys = np.concatenate([a, b, active.astype(float)], axis=1)
     uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-    inverse = inverse.ravel()
     ua, ub, uact = uniq[:, :k], uniq[:, k : 2 * k], uniq[:, 2 * k :] > 0.5
     out = np.empty((uniq.shape[0], k))
     for start in range(0, uniq.shape[0], _BLOCK):
         sl = slice(start, start + _BLOCK)
         out[sl] = _prob_best_block(ua[sl], ub[sl], uact[sl])
-    return out[inverse]
+    return out[inverse.ravel()]
+
+
+class _CountTable:
+    """Grid rows for posteriors Beta(a0 + x, b0 + n - x), computed once per (x, n) and kept.
+
+    Simulated trials revisit the same counts over and over, so each process keeps the rows it
+    has computed (float32: 1e-7 is far below the integration error), up to ``_MAX_ROWS``.
+    """
+
+    def __init__(self, a0: float, b0: float) -> None:
+        self.a0, self.b0 = a0, b0
+        self.index = np.full(0, -1, dtype=np.int64)
+        self.cdf = np.empty((0, _GRID.size), dtype=np.float32)
+        self.dens = np.empty((0, _GRID.size), dtype=np.float32)
+        self.used = 0
+
+    def lookup(self, x: np.ndarray, n: np.ndarray) -> np.ndarray:
+        flat = n * (n + 1) // 2 + x
+        need = int(flat.max()) + 1 if flat.size else 0
+        if need > self.index.size:
+            grown = np.full(max(need, 2 * self.index.size), -1, dtype=np.int64)
+            grown[: self.index.size] = self.index
+            self.index = grown
+        rows = self.index[flat]
+        missing = np.unique(flat[rows < 0])
+        if missing.size:
+            if self.used + missing.size > _MAX_ROWS:
+                self.index[:] = -1
+                self.used = 0
+                missing = np.unique(flat)
+            nn = ((np.sqrt(8 * missing + 1) - 1) // 2).astype(np.int64)
+            nn -= (nn * (nn + 1) // 2 > missing).astype(np.int64)  # guard float rounding
+            xx = missing - nn * (nn + 1) // 2
+            cdf, dens = _rows(self.a0 + xx, self.b0 + (nn - xx))
+            end = self.used + missing.size
+            if end > self.cdf.shape[0]:
+                size = max(end, 2 * self.cdf.shape[0], 1024)
+                for name in ("cdf", "dens"):
+                    old = getattr(self, name)
+                    new = np.empty((size, _GRID.size), dtype=np.float32)
+                    new[: self.used] = old[: self.used]
+                    setattr(self, name, new)
+            self.cdf[self.used : end] = cdf
+            self.dens[self.used : end] = dens
+            self.index[missing] = np.arange(self.used, end)
+            self.used = end
+            rows = self.index[flat]
+        return rows
+
+
+_MAX_ROWS = 40_000
+_TABLES: dict[tuple[float, float], _CountTable] = {}
+
+
+def prob_best_counts(
+    a0: np.ndarray, b0: np.ndarray, x: np.ndarray, n: np.ndarray, active: np.ndarray
+) -> np.ndarray:
+    """Return P(best) for integer counts x of n per arm with Beta(a0, b0) priors per arm.
+
+    The same numerical integration as :func:`prob_best`, with the grid rows of each (x, n)
+    cached in the process; identical rows of counts are evaluated once.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    n = np.asarray(n, dtype=np.int64)
+    active = np.asarray(active, dtype=bool)
+    m, k = x.shape
+    if m == 0:
+        return np.zeros((0, k))
+    keys = np.concatenate([x, n, active], axis=1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    ux, un, uact = uniq[:, :k], uniq[:, k : 2 * k], uniq[:, 2 * k :] > 0
+    out = np.empty((uniq.shape[0], k))
+    tables = []
+    for i in range(k):
+        key = (float(a0[i]), float(b0[i]))
+        if key not in _TABLES:
+            _TABLES[key] = _CountTable(*key)
+        tables.append(_TABLES[key])
+    for start in range(0, uniq.shape[0], _BLOCK):
+        sl = slice(start, start + _BLOCK)
+        rows = np.stack([tables[i].lookup(ux[sl, i], un[sl, i]) for i in range(k)], axis=1)
+        f = np.empty((rows.shape[0], k, _GRID.size), dtype=np.float32)
+        g = np.empty_like(f)
+        for i in range(k):
+            f[:, i] = tables[i].cdf[rows[:, i]]
+            g[:, i] = tables[i].dens[rows[:, i]]
+        out[sl] = _best_from_rows(f, g, uact[sl])
+    return out[inverse.ravel()]
 
 
 def monte_carlo(
@@ -134,9 +239,9 @@ def prob_difference_above(
     keys = np.stack([a1, b1, a2, b2], axis=1)
     uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
     ua1, ub1, ua2, ub2 = (uniq[:, i : i + 1] for i in range(4))
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         logpdf = special.xlogy(ua2 - 1, _GRID) + special.xlog1py(ub2 - 1, -_GRID)
-    dens = np.exp(logpdf - special.betaln(ua2, ub2)) * _WEIGHTS[None, :]
+        dens = np.exp(logpdf - special.betaln(ua2, ub2)) * _WEIGHTS[None, :]
     dens[~np.isfinite(dens)] = 0.0
     shifted = np.clip(_GRID + delta, 0.0, 1.0)
     tail = special.betaincc(ua1, ub1, shifted[None, :])

@@ -143,7 +143,7 @@ def posteriors(
         mc_above, mc_best = posterior.monte_carlo(a, b, active, threshold, draws, rng)
         return mc_above, (mc_best if plan.comparative else None)
     above = None if threshold is None else posterior.prob_above(a, b, threshold)
-    best = posterior.prob_best(a, b, active) if plan.comparative else None
+    best = posterior.prob_best_counts(plan.a0, plan.b0, x, n, active) if plan.comparative else None
     return above, best
 
 

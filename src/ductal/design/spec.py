@@ -47,8 +47,10 @@ class Scenario(_Strict):
     name: str = Field(min_length=1)
     description: str | None = None
     rates: dict[str, float]
-    null: bool | None = Field(
-        None, description="Counts towards type I error; default: all rates are equal."
+    null_hypothesis: bool | None = Field(
+        None,
+        description="Counts towards type I error; default: all rates equal (two or more arms, "
+        "no non-inferiority rule).",
     )
 
 
@@ -123,8 +125,10 @@ class AdaptiveDesign(_Strict):
 
     def is_null(self, scenario: Scenario) -> bool:
         """Return whether the scenario counts towards the type I error."""
-        if scenario.null is not None:
-            return scenario.null
+        if scenario.null_hypothesis is not None:
+            return scenario.null_hypothesis
+        if len(self.arms) < 2 or self.rules.noninferiority is not None:
+            return False  # the null of these designs is a rate or a margin, so it must be flagged
         return len({scenario.rates[a] for a in self.arm_ids}) == 1
 
 

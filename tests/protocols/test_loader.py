@@ -670,3 +670,43 @@ def test_builtin_yaml_copy_still_loads(tmp_path: Path) -> None:
     path = tmp_path / "copy.yaml"
     path.write_text(_text(copy.deepcopy(doc)), encoding="utf-8")
     assert load_protocol(path) == builtin_protocol("lavage-vs-steroid-ni")
+
+
+def test_procedure_settings_are_checked() -> None:
+    def change(doc: dict[str, Any]) -> None:
+        doc["settings"] = {
+            "procedure": {
+                "checks_form": "follow_up",
+                "record_form": "ductoscopy",
+                "rules": [
+                    {
+                        "key": "r",
+                        "level": "query",
+                        "forms": ["follow_up", "ghost"],
+                        "when": "[abscess] = ",
+                        "message": {"en": "m"},
+                    },
+                    {
+                        "key": "s",
+                        "level": "shout",
+                        "forms": ["follow_up"],
+                        "when": "1",
+                        "message": {"en": "m"},
+                    },
+                ],
+            }
+        }
+
+    problems = _break(change)
+    assert [p.field for p in problems] == ["settings.procedure.rules[1].level"]
+
+    def change_forms(doc: dict[str, Any]) -> None:
+        change(doc)
+        doc["settings"]["procedure"]["rules"].pop()
+
+    problems = _break(change_forms)
+    assert [(p.field, p.message.split(":")[0]) for p in problems] == [
+        ("settings.procedure.record_form", "no form 'ductoscopy' in forms"),
+        ("settings.procedure.rules[0].forms[1]", "no form 'ghost' in forms"),
+        ("settings.procedure.rules[0].when", "position 13"),
+    ]

@@ -20,7 +20,7 @@ import yaml
 
 from ductal.errors import NotFound, Problem, ProtocolError
 from ductal.protocols.logic import Expression, ExpressionSyntaxError, parse
-from ductal.protocols.model import FormDef, Protocol
+from ductal.protocols.model import FormDef, ProcedureSettings, Protocol
 
 __all__ = [
     "CONTEXT_NAMES",
@@ -197,6 +197,7 @@ class _Checker:
         self.check_strata(forms)
         self.check_response(forms)
         self.check_endpoints()
+        self.check_procedure_settings(forms)
         for index, bench in enumerate(p.benchmarks):
             if bench.high is not None and bench.high < bench.low:
                 self.add(f"benchmarks[{index}].high", "is below low")
@@ -366,6 +367,36 @@ class _Checker:
                 self.add(
                     "response.investigator_field", f"choices lack the codes {', '.join(missing)}"
                 )
+
+    def check_procedure_settings(self, forms: dict[str, FormDef]) -> None:
+        """Check ``settings.procedure`` (read by :mod:`ductal.procedure`) when it is present.
+
+        Its rules read fields from several forms, so only their syntax and the forms they name
+        are checked here.
+        """
+        raw = self.protocol.settings.get("procedure")
+        if raw is None:
+            return
+        try:
+            procedure = ProcedureSettings.model_validate(raw)
+        except pydantic.ValidationError as exc:
+            for problem in _pydantic_problems(exc):
+                self.add(f"settings.procedure.{problem.field}", problem.message)
+            return
+        for name in ("checks_form", "record_form"):
+            key = getattr(procedure, name)
+            if key not in forms:
+                self.add(f"settings.procedure.{name}", f"no form {key!r} in forms")
+        for group in ("checks", "rules"):
+            for index, rule in enumerate(getattr(procedure, group)):
+                path = f"settings.procedure.{group}[{index}]"
+                for j, key in enumerate(rule.forms):
+                    if key not in forms:
+                        self.add(f"{path}.forms[{j}]", f"no form {key!r} in forms")
+                try:
+                    parse(rule.when)
+                except ExpressionSyntaxError as exc:
+                    self.add(f"{path}.when", f"position {exc.position}: {exc.reason}")
 
     def check_endpoints(self) -> None:
         p = self.protocol

@@ -14,11 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from stats_rside import best_of, run_r
 
-sys.path.insert(0, str(Path(__file__).parent))
-from stats_rside import best_of, run_r  # noqa: E402
-
-from ductal.stats.cox import CoxPH  # noqa: E402
+from ductal.stats.cox import CoxPH
 
 REPEATS = 3
 

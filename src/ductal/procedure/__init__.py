@@ -1,0 +1,1 @@
+"""Ductoscopy and ductal lavage: checks, the procedure record, rules, course, results, sheets."""

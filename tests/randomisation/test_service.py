@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pytest
@@ -325,7 +325,9 @@ def test_closed_arms_are_kept_in_the_audit_trail_and_respected(study: Engine) ->
     assert arms == ["c_methotrexate"] * 4
 
 
-def _replay(rows: list[tuple[Mapping[str, str], str]], seed: int, probability: float) -> list[str]:
+def _replay(
+    rows: Sequence[tuple[Mapping[str, str], str]], seed: int, probability: float
+) -> list[str]:
     arms: list[str] = []
     done: list[tuple[Mapping[str, str], str]] = []
     for position, (levels, stored_arm) in enumerate(rows, start=1):

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from ductal import __version__
-from ductal.cli import audit, design, protocols, stats, study, subjects
+from ductal.cli import audit, design, protocols, randomise, stats, study, subjects
 from ductal.errors import DuctalError
 
 app = typer.Typer(
@@ -28,6 +28,8 @@ app.add_typer(protocols.app, name="protocols")
 app.add_typer(audit.app, name="audit")
 app.add_typer(stats.app, name="stats")
 app.add_typer(design.app, name="design")
+app.command("randomise")(randomise.randomise)
+app.add_typer(randomise.app, name="allocation")
 
 
 def _version(value: bool) -> None:

@@ -57,63 +57,61 @@ def _prepare(time: FloatArray, event: IntArray, x: FloatArray) -> _Data:
     return _Data(time, event, x, inv, times.size, deaths, death_time, frac)
 
 
-def _efron(data: _Data, beta: FloatArray) -> tuple[float, FloatArray, FloatArray]:
-    """Efron log partial likelihood, score and information at ``beta``."""
+def _moments(
+    data: _Data, beta: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Linear predictor, and per (expanded) death the Efron-adjusted risk-set moments.
+
+    Returns eta, S0, the weighted mean of x and the weighted mean of x xᵀ (deaths × p × p):
+    for the k-th of d deaths tied at a time, k/d of the dying subjects' weight is removed.
+    """
     x, inv, m = data.x, data.inv, data.n_times
     p = x.shape[1]
     eta = x @ beta
     r = np.exp(eta)
     ev = data.event.astype(bool)
-
-    def by_time(w: FloatArray) -> FloatArray:
-        if w.ndim == 1:
-            return np.bincount(inv, weights=w, minlength=m)
-        return np.stack(
-            [np.bincount(inv, weights=w[:, j], minlength=m) for j in range(w.shape[1])], axis=1
-        )
-
-    xx = (x[:, :, None] * x[:, None, :]).reshape(-1, p * p)
-    risk0 = np.cumsum(by_time(r)[::-1])[::-1]
-    risk1 = np.cumsum(by_time(r[:, None] * x)[::-1], axis=0)[::-1]
-    risk2 = np.cumsum(by_time(r[:, None] * xx)[::-1], axis=0)[::-1]
-    dr = np.where(ev, r, 0.0)
-    dead0 = by_time(dr)
-    dead1 = by_time(dr[:, None] * x)
-    dead2 = by_time(dr[:, None] * xx)
+    cols = [r, *(r * x[:, j] for j in range(p))]
+    cols += [r * x[:, j] * x[:, k] for j in range(p) for k in range(p)]
+    at_time = np.stack([np.bincount(inv, weights=c, minlength=m) for c in cols], axis=1)
+    dying = np.stack(
+        [np.bincount(inv, weights=np.where(ev, c, 0.0), minlength=m) for c in cols], axis=1
+    )
+    risk = np.cumsum(at_time[::-1], axis=0)[::-1]
     t, f = data.death_time, data.death_frac
-    s0 = risk0[t] - f * dead0[t]
-    s1 = risk1[t] - f[:, None] * dead1[t]
-    s2 = risk2[t] - f[:, None] * dead2[t]
-    mean = s1 / s0[:, None]
+    s = risk[t] - f[:, None] * dying[t]
+    s0 = s[:, 0]
+    mean = s[:, 1 : p + 1] / s0[:, None]
+    second = s[:, p + 1 :].reshape(-1, p, p) / s0[:, None, None]
+    return eta, s0, mean, second
+
+
+def _efron(data: _Data, beta: FloatArray) -> tuple[float, FloatArray, FloatArray]:
+    """Efron log partial likelihood, score and information at ``beta``."""
+    eta, s0, mean, second = _moments(data, beta)
+    ev = data.event.astype(bool)
     loglik = float(eta[ev].sum() - np.log(s0).sum())
-    score = x[ev].sum(axis=0) - mean.sum(axis=0)
-    info = (s2 / s0[:, None]).sum(axis=0).reshape(p, p) - mean.T @ mean
+    score = data.x[ev].sum(axis=0) - mean.sum(axis=0)
+    info = second.sum(axis=0) - mean.T @ mean
     return loglik, score, info
 
 
 def _zph(data: _Data, beta: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Score vector and information of the cox.zph test (transform "km") at ``beta``."""
+    """Score vector and information of the cox.zph test (transform "km") at ``beta``.
+
+    The model gains x·g(t); g is the same for everyone at a death time, so the extra score is
+    Σ g(t)(x_dead − mean) and the information blocks are Σ [1, g; g, g²] ⊗ cov (Efron).
+    """
     x, inv, m = data.x, data.inv, data.n_times
     p = x.shape[1]
-    r = np.exp(x @ beta)
     ev = data.event.astype(bool)
     # g(t) = 1 - KM(t-), centred at its mean over events.
     total = np.bincount(inv, minlength=m).astype(np.float64)
     at_risk = np.cumsum(total[::-1])[::-1]
-    km = np.cumprod(1 - data.deaths / at_risk)
-    before = np.concatenate(([1.0], km[:-1]))
-    g_time = 1 - before
-    g_time = g_time - g_time[inv[ev]].mean()
-    # Efron risk-set means and covariances at each (expanded) death.
-    cols = _columns(r, x)
-    risk = np.cumsum(np.stack([np.bincount(inv, weights=c, minlength=m) for c in cols], 1)[::-1], 0)
-    dead = np.stack([np.bincount(inv, weights=np.where(ev, c, 0.0), minlength=m) for c in cols], 1)
-    risk = risk[::-1]
-    t, f = data.death_time, data.death_frac
-    s = risk[t] - f[:, None] * dead[t]
-    s0 = s[:, 0]
-    mean = s[:, 1 : p + 1] / s0[:, None]
-    cov = s[:, p + 1 :].reshape(-1, p, p) / s0[:, None, None] - mean[:, :, None] * mean[:, None, :]
+    before = np.concatenate(([1.0], np.cumprod(1 - data.deaths / at_risk)[:-1]))
+    g_time = (1 - before) - (1 - before)[inv[ev]].mean()
+    _eta, _s0, mean, second = _moments(data, beta)
+    cov = second - mean[:, :, None] * mean[:, None, :]
+    t = data.death_time
     g = g_time[t]
     x_dead = np.stack(
         [np.bincount(inv, weights=np.where(ev, x[:, j], 0.0), minlength=m) for j in range(p)], 1
@@ -123,15 +121,7 @@ def _zph(data: _Data, beta: FloatArray) -> tuple[FloatArray, FloatArray]:
     i11 = cov.sum(axis=0)
     i12 = (g[:, None, None] * cov).sum(axis=0)
     i22 = (g[:, None, None] ** 2 * cov).sum(axis=0)
-    imat = np.block([[i11, i12], [i12, i22]])
-    return u, imat
-
-
-def _columns(r: FloatArray, x: FloatArray) -> list[FloatArray]:
-    p = x.shape[1]
-    out = [r] + [r * x[:, j] for j in range(p)]
-    out += [r * x[:, j] * x[:, k] for j in range(p) for k in range(p)]
-    return out
+    return u, np.block([[i11, i12], [i12, i22]])
 
 
 def _prefix_counts(

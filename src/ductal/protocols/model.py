@@ -95,7 +95,7 @@ class FieldDef(_Strict):
 
 
 class Rule(_Strict):
-    """A cross-field check: ``expr`` must be true, otherwise ``message`` is reported on ``fields``."""
+    """A cross-field check: ``expr`` must hold, else ``message`` is reported on ``fields``."""
 
     key: str = Field(pattern=KEY_PATTERN)
     expr: str
@@ -152,7 +152,7 @@ class Randomisation(_Strict):
 
 
 class EligibilityRule(_Strict):
-    """A criterion evaluated on the screening form: the subject is eligible only if ``expr`` holds."""
+    """A criterion on the screening form: the subject is eligible only if ``expr`` holds."""
 
     key: str = Field(pattern=KEY_PATTERN)
     kind: Literal["inclusion", "exclusion"] = "inclusion"

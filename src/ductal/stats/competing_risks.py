@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from scipy import stats as st
 
@@ -191,19 +192,26 @@ def _incidence_curve(
 
 
 def _gray_stratum(
-    t: FloatArray, code: IntArray, g: IntArray, ng: int, rho: float
+    t: FloatArray, code: IntArray, g: IntArray, ng: int
 ) -> tuple[FloatArray, FloatArray]:
-    """Score and variance of Gray's test in one stratum (``code``: 0 cens, 1 cause, 2 other)."""
+    """Score and variance of Gray's test (ρ = 0) in one stratum.
+
+    ``code`` is 0 censored, 1 the cause tested, 2 any other cause. Notation follows Gray (1988)
+    and cmprsk's ``crstm``: per group, ``skmm``/``skm`` the all-cause Kaplan–Meier just
+    before/after the current time, ``f1m``/``f1`` the cause's cumulative incidence likewise,
+    ``fm``/``f`` the pooled cumulative incidence; ``a`` and ``c`` build the score's variance.
+    """
     ng1 = ng - 1
     times, inv = np.unique(t, return_inverse=True)
     cells = inv * ng + g
     size = times.size * ng
 
-    def counts(mask: IntArray | np.ndarray) -> FloatArray:
+    def counts(mask: npt.NDArray[np.bool_]) -> FloatArray:
         w = mask.astype(np.float64)
         return np.bincount(cells, weights=w, minlength=size).reshape(times.size, ng)
 
-    d1_all, d2_all, tot_all = counts(code == 1), counts(code == 2), counts(np.ones_like(code))
+    d1_all, d2_all = counts(code == 1), counts(code == 2)
+    tot_all = counts(np.ones(code.size, dtype=bool))
     rs = tot_all.sum(axis=0)
     f1m, skmm = np.zeros(ng), np.ones(ng)
     v3, v2 = np.zeros(ng), np.zeros((ng1, ng))
@@ -213,26 +221,18 @@ def _gray_stratum(
         d1, d2 = d1_all[k], d2_all[k]
         nd1, nd2 = d1.sum(), d2.sum()
         if nd1 > 0 or nd2 > 0:
-            act = rs > 0
-            rs_a = np.where(act, rs, 1.0)
+            act = rs > 0  # groups with someone still at risk
+            rs_a, skmm_a = np.where(act, rs, 1.0), np.where(act, skmm, 1.0)
             skm = np.where(act, skmm * (rs - d1 - d2) / rs_a, skmm)
             f1 = np.where(act, f1m + skmm * d1 / rs_a, f1m)
-            u = np.where(act, rs / np.where(act, skmm, 1.0), 0.0)
+            u = np.where(act, rs / skmm_a, 0.0)
             tr = u.sum()
-            tq = np.where(act, rs * (1 - f1m) / np.where(act, skmm, 1.0), 0.0).sum()
+            tq = np.where(act, rs * (1 - f1m) / skmm_a, 0.0).sum()
             f = fm + nd1 / tr
-            fb = (1 - fm) ** rho
-            a = fb * (np.diag(u) - np.outer(u, u) / tr)
+            a = np.diag(u) - np.outer(u, u) / tr
             c += a * nd1 / (tr * (1 - fm))
-            score += np.where(
-                act[:ng1],
-                fb
-                * (
-                    d1[:ng1]
-                    - nd1 * rs[:ng1] * (1 - f1m[:ng1]) / (np.where(act, skmm, 1.0)[:ng1] * tq)
-                ),
-                0.0,
-            )
+            expected = nd1 * rs * (1 - f1m) / (skmm_a * tq)
+            score += np.where(act, d1 - expected, 0.0)[:ng1]
             if nd1 > 0:
                 for j in np.flatnonzero(act):
                     t4 = 1 - (1 - f) / skm[j] if skm[j] > 0 else 1.0
@@ -265,7 +265,7 @@ def _gray_test(
     score, var = np.zeros(ng - 1), np.zeros((ng - 1, ng - 1))
     for k in range(ns):
         rows = s == k
-        sc, vv = _gray_stratum(t[rows], code[rows], g[rows], ng, 0.0)
+        sc, vv = _gray_stratum(t[rows], code[rows], g[rows], ng)
         score, var = score + sc, var + vv
     df = ng - 1
     if np.linalg.matrix_rank(var) < df:

@@ -144,7 +144,7 @@ def pending_results(
         stmt = stmt.where(Subject.site_id.in_(list(site_ids)))
     if subject is not None:
         stmt = stmt.where(Event.subject_id == subject.id)
-    rows = list(session.execute(stmt).tuples())
+    rows = [(row[0], row[1]) for row in session.execute(stmt)]
     details = _request_details(session, (e.id for e, _ in rows))
     out: list[PendingResult] = []
     for event, owner in rows:

@@ -121,6 +121,8 @@ def step_problems(
     outside the start and end times (pure; ``clean`` is validated form data)."""
     problems: list[Problem] = []
     start, end = _moment(clean.get("start_time")), _moment(clean.get("end_time"))
+    if start is not None and end is not None and end <= start:
+        end = None  # the end time itself is wrong (a form rule says so): judge steps by the start
     previous: tuple[str, dt.datetime] | None = None
     for number, step in enumerate(settings.steps, start=1):
         when = _moment(clean.get(step.field))

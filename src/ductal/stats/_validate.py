@@ -103,7 +103,9 @@ def status(values: ArrayLike, field: str, *, what: str, censor_code: int = 0) ->
 
 
 def cause_present(codes: IntArray, cause: int, field: str, *, what: str) -> None:
-    """Raise if ``cause`` never occurs in ``codes``."""
+    """Raise if ``cause`` is the censoring code 0 or never occurs in ``codes``."""
+    if cause == 0:
+        raise fail(field, "status code 0 means censored; choose a cause code", what=what)
     if not (codes == cause).any():
         present = ", ".join(str(c) for c in np.unique(codes))
         raise fail(

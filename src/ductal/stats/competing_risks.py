@@ -389,7 +389,11 @@ def _fg_variance(d: _FGData, beta: FloatArray, info: FloatArray) -> FloatArray:
     ws = w / s0[:, None]
     eta = ws.T @ xbar - d.x * ws.sum(axis=0)[:, None]
     eta[d.fail] += d.x[d.fail] - xbar
-    # psi: the part due to estimating the censoring distribution.
+    # psi: the part due to estimating the censoring distribution G. For each distinct time u,
+    #   q(u) = sum over failures f with t_f >= u of G(t_f-)/S0_f * sum over competing failures
+    #          j with t_j < u of exp(x_j b)/G(t_j-) * (x_j - xbar_f),
+    # and psi_i = q(t_i)/Y(t_i) [if i is censored] - sum over censorings c with t_c <= t_i of
+    # q(t_c)/Y(t_c)^2, with Y the number at risk (Fine & Gray 1999, section 3).
     times, first = np.unique(d.time, return_index=True)
     at_risk = n - first  # subjects with time >= each distinct time (input sorted)
     comp = d.code == 2

@@ -1,0 +1,675 @@
+"""REDCap records: ductal's form records as REDCap's flat CSV, and that CSV back in.
+
+Layout (as REDCap's "raw" export of a longitudinal project with repeating instruments):
+``record_id, redcap_event_name, redcap_repeat_instrument, redcap_repeat_instance,
+redcap_data_access_group``, then each instrument's variables (a checkbox as one ``field___code``
+column per option) followed by ``<form>_complete``. One row holds the non-repeating instruments of
+one event; each instance of a repeating instrument has its own row.
+
+Mapping decisions:
+
+* A ductal event that repeats (the lavage course) becomes one REDCap event per occurrence,
+  ``lavage_1_arm_1``, ``lavage_2_arm_1``, …, because REDCap cannot repeat an instrument inside a
+  repeating event; other events are ``<event>_arm_1``.
+* ductal's treatment arm is a field (``ductal_arm``, as REDCap's randomisation module stores an
+  allocation), so every record uses REDCap arm 1. The site is the data access group.
+* ``<form>_complete`` is 0 for an incomplete record and 2 otherwise; verification, locking and
+  signatures are not form data and travel in the ODM export's audit records instead.
+* Values are REDCap raw values: dates ``YYYY-MM-DD``, date-times ``YYYY-MM-DD HH:MM:SS`` (UTC),
+  yes/no 1/0, choice codes, numbers with exactly the declared decimals.
+
+Import validates every row first (code lists, date formats, ranges, rules: each problem with its
+row) and then writes through :mod:`ductal.records` — screen, enrol, save_form, change_status —
+so imported data is validated and audited like data entered by hand, in the caller's single
+transaction.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from sqlalchemy.orm import Session
+
+from ductal import accounts, records
+from ductal.errors import DuctalError
+from ductal.exchange.redcap_dictionary import SUBJECT_FIELDS, SUBJECT_FORM, variable_names
+from ductal.exchange.report import ImportReport
+from ductal.exchange.study_data import FormData, SubjectData
+from ductal.models import SUBJECT_STATUSES
+from ductal.protocols.model import FieldDef, FormDef, Protocol, ScheduledEvent
+from ductal.protocols.validation import validate_form_data
+
+__all__ = [
+    "FIXED_COLUMNS",
+    "RecordsLayout",
+    "import_records",
+    "read_records",
+    "records_csv",
+    "write_records",
+]
+
+FIXED_COLUMNS = (
+    "record_id",
+    "redcap_event_name",
+    "redcap_repeat_instrument",
+    "redcap_repeat_instance",
+    "redcap_data_access_group",
+)
+_ARM = "_arm_1"
+_SUBJECT_VALUE_FIELDS = SUBJECT_FIELDS[1:]
+
+
+def dag_name(site: str) -> str:
+    """Return REDCap's unique data access group name for a site code."""
+    return site.strip().lower().replace("-", "_")
+
+
+def site_code(dag: str) -> str:
+    """Return the ductal site code of a data access group name."""
+    return dag.strip().upper().replace("_", "-")
+
+
+class _Column:
+    """How one form field maps onto CSV columns."""
+
+    __slots__ = ("columns", "decimals", "field", "kind", "name")
+
+    def __init__(self, field: FieldDef, name: str) -> None:
+        self.field = field
+        self.name = name
+        self.kind = field.type
+        self.decimals = field.decimals if field.type == "number" else None
+        if field.type == "multi_choice":
+            self.columns = [f"{name}___{c.code}" for c in field.choices]
+        else:
+            self.columns = [name]
+
+
+class RecordsLayout:
+    """The column layout and event names of a protocol's REDCap records CSV."""
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol = protocol
+        names = variable_names(protocol)
+        self.forms: dict[str, list[_Column]] = {
+            form.key: [_Column(f, names[(form.key, f.key)]) for f in form.fields]
+            for form in protocol.forms
+        }
+        header = [*FIXED_COLUMNS, *_SUBJECT_VALUE_FIELDS, f"{SUBJECT_FORM}_complete"]
+        self.position: dict[str, dict[str, int]] = {}
+        for form in protocol.forms:
+            start = len(header)
+            for column in self.forms[form.key]:
+                header.extend(column.columns)
+            header.append(f"{form.key}_complete")
+            self.position[form.key] = {"start": start, "complete": len(header) - 1}
+        self.header = header
+        self.index = {name: i for i, name in enumerate(header)}
+        self.screening_event = next(
+            (e for e in protocol.schedule if e.kind == "screening"), protocol.schedule[0]
+        )
+        self._events: dict[str, tuple[ScheduledEvent, int]] = {}
+        for event in protocol.schedule:
+            self._events[f"{event.key}{_ARM}"] = (event, 1)
+            if event.repeat is not None:
+                for i in range(1, event.repeat.count + 1):
+                    self._events[f"{event.key}_{i}{_ARM}"] = (event, i)
+        self.repeating = {f.key for f in protocol.forms if f.repeating}
+        self.event_order = {e.key: i for i, e in enumerate(protocol.schedule)}
+        self.form_order = {f.key: i for i, f in enumerate(protocol.forms)}
+
+    def sort_key(self, fd: FormData) -> tuple[int, int, int, int]:
+        """Return the order REDCap lists rows in: event, occurrence, instrument, instance."""
+        return (
+            self.event_order.get(fd.event, len(self.event_order)),
+            fd.event_instance,
+            self.form_order.get(fd.form, 0) if fd.form in self.repeating else -1,
+            fd.instance,
+        )
+
+    def event_name(self, event: ScheduledEvent, instance: int) -> str:
+        """Return the REDCap unique event name of an event occurrence."""
+        if event.repeat is not None or instance != 1:
+            return f"{event.key}_{instance}{_ARM}"
+        return f"{event.key}{_ARM}"
+
+    def parse_event(self, name: str) -> tuple[ScheduledEvent, int] | None:
+        """Return the event and occurrence of a REDCap event name (None when unknown)."""
+        found = self._events.get(name)
+        if found is not None:
+            return found
+        if not name.endswith(_ARM):
+            return None
+        stem, _, number = name.removesuffix(_ARM).rpartition("_")
+        if number.isdigit() and int(number) >= 1:
+            try:
+                return self.protocol.event(stem), int(number)
+            except KeyError:
+                return None
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+
+
+def _value(column: _Column, value: Any) -> str:
+    kind = column.kind
+    if kind == "number" and column.decimals is not None and 1 <= column.decimals <= 4:
+        return f"{value:.{column.decimals}f}"
+    if kind == "datetime":
+        return str(value).replace("T", " ").removesuffix("Z")
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _subject_row(layout: RecordsLayout, subject: SubjectData) -> list[str]:
+    row = [""] * len(layout.header)
+    row[0] = subject.study_id
+    row[1] = layout.event_name(layout.screening_event, 1)
+    row[4] = dag_name(subject.site)
+    values = (
+        subject.site,
+        subject.arm,
+        subject.stratum,
+        subject.status,
+        subject.status_reason,
+        subject.screened_on,
+        subject.enrolled_on,
+    )
+    for offset, value in enumerate(values):
+        row[5 + offset] = "" if value is None else value
+    row[5 + len(values)] = "2"
+    return row
+
+
+def subject_rows(layout: RecordsLayout, subject: SubjectData) -> list[list[str]]:
+    """Return the CSV rows of one subject (the subject row first, then events in order)."""
+    rows: dict[tuple[str, str, int], list[str]] = {}
+    first = _subject_row(layout, subject)
+    rows[(first[1], "", 0)] = first
+    width = len(layout.header)
+    for fd in sorted(subject.forms, key=layout.sort_key):
+        event = layout.protocol.event(fd.event)
+        name = layout.event_name(event, fd.event_instance)
+        repeating = fd.form in layout.repeating or fd.instance != 1
+        key = (name, fd.form if repeating else "", fd.instance if repeating else 0)
+        row = rows.get(key)
+        if row is None:
+            row = [""] * width
+            row[0] = subject.study_id
+            row[1] = name
+            if repeating:
+                row[2] = fd.form
+                row[3] = str(fd.instance)
+            row[4] = dag_name(subject.site)
+            rows[key] = row
+        position = layout.position[fd.form]
+        i = position["start"]
+        data = fd.data
+        for column in layout.forms[fd.form]:
+            value = data.get(column.field.key)
+            if column.kind == "multi_choice":
+                ticked = set(value or ())
+                for choice in column.field.choices:
+                    row[i] = "1" if choice.code in ticked else "0"
+                    i += 1
+                continue
+            if value is not None:
+                row[i] = _value(column, value)
+            i += 1
+        row[position["complete"]] = "0" if fd.status == "incomplete" else "2"
+    return list(rows.values())
+
+
+def write_records(
+    protocol: Protocol,
+    subjects: Iterable[SubjectData],
+    stream: TextIO,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write the records CSV of ``subjects`` to ``stream``; return the number of subjects.
+
+    Streaming: one subject is held at a time. ``progress`` is called with 1 per subject.
+    """
+    layout = RecordsLayout(protocol)
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(layout.header)
+    count = 0
+    for subject in subjects:
+        writer.writerows(subject_rows(layout, subject))
+        count += 1
+        if progress is not None:
+            progress(1)
+    return count
+
+
+def records_csv(protocol: Protocol, subjects: Iterable[SubjectData]) -> str:
+    """Return the records CSV of ``subjects`` as text."""
+    out = io.StringIO()
+    write_records(protocol, subjects, out)
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# Import: parse and validate
+
+
+@dataclass
+class _Located:
+    """A subject read from the CSV with the line each of its forms came from."""
+
+    subject: SubjectData
+    line: int
+    form_lines: dict[int, int]  # id(FormData) -> line
+
+
+def _blank_row(values: list[str], start: int, stop: int) -> bool:
+    return not any(v.strip() for v in values[start:stop])
+
+
+def read_records(
+    protocol: Protocol,
+    text: str,
+    report: ImportReport,
+    *,
+    today: dt.date | None = None,
+    row_ids: dict[int, str] | None = None,
+) -> list[_Located]:
+    """Return the subjects in a records CSV, checking every value; problems go to ``report``.
+
+    Each value is checked against its field (type, code list, date format, range, rules) as
+    :func:`ductal.protocols.validation.validate_form_data` does; problems name the row and the
+    REDCap variable.
+    """
+    layout = RecordsLayout(protocol)
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        report.error("row 1", "", "the file is empty")
+        return []
+    except csv.Error as exc:
+        report.error("row 1", "", f"not a CSV file: {exc}")
+        return []
+    if not header or not header[0]:
+        report.error("row 1", "", "the first column must be the record id")
+        return []
+    where_in = {name: i for i, name in enumerate(header)}
+    for name in header[1:]:
+        if name not in layout.index:
+            report.warning("row 1", name, "unknown column, ignored")
+    has_events = "redcap_event_name" in where_in
+    subjects: dict[str, _Located] = {}
+    seen_rows: dict[tuple[str, str, str, str], int] = {}
+    try:
+        for values in reader:
+            line = reader.line_num
+            if not any(v.strip() for v in values):
+                continue
+            if row_ids is not None:
+                row_ids[line] = values[0].strip()
+            if len(values) != len(header):
+                report.error(f"row {line}", "", f"{len(values)} cells for {len(header)} columns")
+                continue
+            _read_row(
+                layout,
+                header,
+                where_in,
+                values,
+                line,
+                has_events,
+                subjects,
+                seen_rows,
+                report,
+                today,
+            )
+    except csv.Error as exc:
+        report.error(f"row {reader.line_num}", "", f"broken CSV: {exc}")
+    return list(subjects.values())
+
+
+def _cell(values: list[str], where_in: dict[str, int], name: str) -> str:
+    i = where_in.get(name)
+    return values[i].strip() if i is not None else ""
+
+
+def _read_row(
+    layout: RecordsLayout,
+    header: list[str],
+    where_in: dict[str, int],
+    values: list[str],
+    line: int,
+    has_events: bool,
+    subjects: dict[str, _Located],
+    seen_rows: dict[tuple[str, str, str, str], int],
+    report: ImportReport,
+    today: dt.date | None,
+) -> None:
+    protocol = layout.protocol
+    where = f"row {line}"
+    record_id = values[0].strip()
+    if not record_id:
+        report.error(where, header[0], "blank record id")
+        return
+    event_name = _cell(values, where_in, "redcap_event_name")
+    instrument = _cell(values, where_in, "redcap_repeat_instrument")
+    instance_text = _cell(values, where_in, "redcap_repeat_instance")
+    key = (record_id, event_name, instrument, instance_text)
+    if key in seen_rows:
+        report.error(where, record_id, f"repeats row {seen_rows[key]} (same event and instance)")
+        return
+    seen_rows[key] = line
+    event: ScheduledEvent | None = None
+    occurrence = 1
+    if has_events:
+        parsed = layout.parse_event(event_name)
+        if parsed is None:
+            report.error(where, "redcap_event_name", f"unknown event {event_name!r}")
+            return
+        event, occurrence = parsed
+    instance = 1
+    if instance_text:
+        if not instance_text.isdigit() or int(instance_text) < 1:
+            report.error(where, "redcap_repeat_instance", f"{instance_text!r} is not 1, 2, ...")
+            return
+        instance = int(instance_text)
+    if instrument and instrument not in layout.forms:
+        report.error(where, "redcap_repeat_instrument", f"unknown instrument {instrument!r}")
+        return
+    located = subjects.get(record_id)
+    if located is None:
+        located = _Located(SubjectData(study_id=record_id, site="", status=""), line, {})
+        subjects[record_id] = located
+    subject = located.subject
+    dag = _cell(values, where_in, "redcap_data_access_group")
+    if dag and not subject.site:
+        subject.site = site_code(dag)
+    if not instrument:
+        _read_subject_fields(values, where_in, subject, where, report)
+        arms = [a.key for a in protocol.arms]
+        if subject.arm is not None and subject.arm not in arms:
+            report.error(where, "ductal_arm", f"{subject.arm!r} is not one of {', '.join(arms)}")
+    forms = [instrument] if instrument else [f.key for f in protocol.forms if not f.repeating]
+    for form_key in forms:
+        form = protocol.form(form_key)
+        bad: list[tuple[str, str]] = []
+        raw, has_value = _raw_form(layout, form, values, where_in, bad)
+        for name, message in bad:
+            report.error(where, name, message)
+        complete_text = _cell(values, where_in, f"{form_key}_complete")
+        if not has_value and complete_text in ("", "0"):
+            continue
+        spec = event
+        if spec is None:
+            candidates = [e for e in protocol.schedule if form_key in e.forms]
+            if len(candidates) != 1:
+                report.error(where, form_key, "say which event (add redcap_event_name)")
+                continue
+            spec = candidates[0]
+        if form_key not in spec.forms:
+            report.error(where, form_key, f"is not collected at event {spec.key!r}")
+            continue
+        if complete_text not in ("", "0", "1", "2"):
+            report.error(where, f"{form_key}_complete", f"{complete_text!r} is not 0, 1 or 2")
+            continue
+        status = "incomplete" if complete_text == "0" else "complete"
+        clean, problems = validate_form_data(form, raw, today=today)
+        names = {c.field.key: c.name for c in layout.forms[form_key]}
+        for problem in problems:
+            if status == "incomplete" and problem.message == records.REQUIRED_MESSAGE:
+                continue
+            if problem.message == records.REQUIRED_MESSAGE:
+                status = "incomplete"
+                report.warning(
+                    where,
+                    names.get(problem.field, problem.field),
+                    "is required; the form is imported as incomplete",
+                )
+                continue
+            report.error(where, names.get(problem.field, problem.field), problem.message)
+        fd = FormData(
+            event=spec.key,
+            event_instance=occurrence,
+            form=form_key,
+            instance=instance,
+            status=status,
+            data=clean,
+        )
+        subject.forms.append(fd)
+        located.form_lines[id(fd)] = line
+
+
+def _read_subject_fields(
+    values: list[str],
+    where_in: dict[str, int],
+    subject: SubjectData,
+    where: str,
+    report: ImportReport,
+) -> None:
+    cells = {name: _cell(values, where_in, name) for name in _SUBJECT_VALUE_FIELDS}
+    if not any(cells.values()):
+        return
+    if cells["ductal_site"]:
+        subject.site = cells["ductal_site"]
+    subject.arm = cells["ductal_arm"] or None
+    subject.stratum = cells["ductal_stratum"] or None
+    status = cells["ductal_status"]
+    if status and status not in SUBJECT_STATUSES:
+        report.error(
+            where, "ductal_status", f"{status!r} is not one of {', '.join(SUBJECT_STATUSES)}"
+        )
+    else:
+        subject.status = status
+    subject.status_reason = cells["ductal_status_reason"] or None
+    for name, attr in (
+        ("ductal_screened_on", "screened_on"),
+        ("ductal_enrolled_on", "enrolled_on"),
+    ):
+        text = cells[name]
+        if not text:
+            continue
+        try:
+            setattr(subject, attr, dt.date.fromisoformat(text).isoformat())
+        except ValueError:
+            report.error(where, name, f"{text!r} is not a date (YYYY-MM-DD)")
+
+
+def _raw_form(
+    layout: RecordsLayout,
+    form: FormDef,
+    values: list[str],
+    where_in: dict[str, int],
+    bad: list[tuple[str, str]],
+) -> tuple[dict[str, Any], bool]:
+    raw: dict[str, Any] = {}
+    has_value = False
+    for column in layout.forms[form.key]:
+        if column.kind == "calc":
+            continue
+        if column.kind == "multi_choice":
+            ticked = []
+            for choice, name in zip(column.field.choices, column.columns, strict=True):
+                cell = _cell(values, where_in, name)
+                if cell == "1":
+                    ticked.append(choice.code)
+                elif cell not in ("", "0"):
+                    bad.append((name, f"{cell!r} is not 0 or 1 (checkbox)"))
+            if ticked:
+                raw[column.field.key] = ticked
+                has_value = True
+            continue
+        cell = _cell(values, where_in, column.name)
+        if cell:
+            raw[column.field.key] = cell
+            has_value = True
+    return raw, has_value
+
+
+# --------------------------------------------------------------------------------------------
+# Import: write through the records service
+
+
+def _write_subject(
+    session: Session,
+    protocol: Protocol,
+    located: _Located,
+    *,
+    actor: str,
+    report: ImportReport,
+    today: dt.date | None,
+) -> bool:
+    """Write one subject through the records service; False (and problems) when refused."""
+    subject_data = located.subject
+    where = f"row {located.line}"
+    order = {e.key: i for i, e in enumerate(protocol.schedule)}
+    forms = sorted(subject_data.forms, key=lambda f: (order[f.event], f.event_instance, f.instance))
+    screening = [f for f in forms if f.form == protocol.screening_form]
+    if not screening:
+        report.error(where, subject_data.study_id, f"has no {protocol.screening_form} form")
+        return False
+    try:
+        site = accounts.get_site(session, subject_data.site or "?")
+    except DuctalError:
+        report.error(where, subject_data.study_id, f"unknown site {subject_data.site!r}")
+        return False
+    step = screening[0]
+    try:
+        subject = records.screen(
+            session,
+            protocol_id=protocol.id,
+            site=site,
+            screening=step.data,
+            actor=actor,
+            study_id=subject_data.study_id,
+            today=today,
+        )
+        wanted = subject_data.status
+        enrolled_text = subject_data.enrolled_on
+        if enrolled_text is None and len(forms) > 1 and subject.status == "consented":
+            enrolled_text = (subject.screened_on or dt.date.today()).isoformat()
+            report.warning(where, subject_data.study_id, "no enrolment date: screening date used")
+        if enrolled_text is not None:
+            enrolled_on = dt.date.fromisoformat(enrolled_text)
+            randomised = protocol.is_randomised and subject_data.arm is not None
+            records.enrol(
+                session,
+                subject=subject,
+                actor=actor,
+                enrolled_on=enrolled_on,
+                arm=None if randomised else subject_data.arm,
+            )
+            if randomised:
+                # as randomisation records it: the arm and the stratum it was drawn in
+                assert subject_data.arm is not None
+                records.assign_arm(
+                    session,
+                    subject=subject,
+                    arm=subject_data.arm,
+                    stratum=subject_data.stratum,
+                    actor=actor,
+                )
+        for fd in forms:
+            step = fd
+            if fd is screening[0]:
+                continue
+            records.save_form(
+                session,
+                subject=subject,
+                form_key=fd.form,
+                data=fd.data,
+                actor=actor,
+                event_key=fd.event,
+                event_instance=fd.event_instance,
+                instance=fd.instance,
+                allow_incomplete=fd.status == "incomplete",
+                today=today,
+            )
+        if wanted in ("completed", "withdrawn", "lost_to_follow_up") and subject.status != wanted:
+            records.change_status(
+                session,
+                subject=subject,
+                status=wanted,
+                actor=actor,
+                reason=subject_data.status_reason or "imported from REDCap",
+            )
+        elif wanted and subject.status != wanted:
+            report.warning(
+                where,
+                subject_data.study_id,
+                f"status is {subject.status} after import, the file says {wanted}",
+            )
+    except DuctalError as exc:
+        line = located.form_lines.get(id(step), located.line)
+        details = "; ".join(str(p) for p in exc.problems)
+        report.error(
+            f"row {line}",
+            f"{subject_data.study_id} {step.form}",
+            exc.message + (f" ({details})" if details else ""),
+        )
+        return False
+    return True
+
+
+def import_records(
+    session: Session,
+    *,
+    protocol: Protocol,
+    text: str,
+    actor: str,
+    partial: bool = False,
+    today: dt.date | None = None,
+    source: str = "records CSV",
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Import a REDCap records CSV into ``protocol`` (registered) in the caller's transaction.
+
+    Every row is checked first; without ``partial`` any problem raises a ValidationError listing
+    them all and nothing is written. With ``partial`` each subject is written in a savepoint:
+    subjects with a problem are left out and listed. Subjects must be new (their record id is
+    their study id); their site (the data access group) must exist.
+    """
+    report = ImportReport(source=source)
+    row_ids: dict[int, str] = {}
+    located = read_records(protocol, text, report, today=today, row_ids=row_ids)
+    bad_lines = {int(i.where.split()[1]) for i in report.errors if i.where.startswith("row ")}
+    bad_ids = {row_ids[n] for n in bad_lines if n in row_ids}
+    if report.errors and not partial:
+        report.raise_if_errors("use --partial to import the valid part")
+    written = 0
+    forms = 0
+    for item in located:
+        if item.subject.study_id in bad_ids:
+            report.skipped.append(item.subject.study_id)
+            continue
+        if partial:
+            nested = session.begin_nested()
+            if _write_subject(session, protocol, item, actor=actor, report=report, today=today):
+                nested.commit()
+                written += 1
+                forms += len(item.subject.forms)
+            else:
+                nested.rollback()
+                report.skipped.append(item.subject.study_id)
+        elif _write_subject(session, protocol, item, actor=actor, report=report, today=today):
+            written += 1
+            forms += len(item.subject.forms)
+        if progress is not None:
+            progress(1)
+    if report.errors and not partial:
+        report.raise_if_errors("use --partial to import the valid part")
+    report.imported = {"subjects": written, "forms": forms}
+    return report
+
+
+def iter_subjects(located: Iterable[_Located]) -> Iterator[SubjectData]:
+    """Yield the subjects of :func:`read_records` results."""
+    for item in located:
+        yield item.subject

@@ -175,3 +175,20 @@ def test_bad_input_names_field_and_row(time: Any, event: Any, field: str, fragme
     problem = err.value.problems[0]
     assert problem.field == field
     assert fragment in problem.message
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        # R: quantile(survfit(Surv(1:4, rep(1, 4)) ~ 1), 0.5) -> 2.5, lower 1, upper NA
+        pytest.param([1, 1, 1, 1], (2.5, 1.0, np.nan), id="flat-stretch-midpoint"),
+        # R: quantile(survfit(Surv(1:4, c(1, 1, 0, 0)) ~ 1), 0.5) -> 3, lower 1, upper NA
+        # (print.survfit's table says 2 here; ductal follows quantile.survfit)
+        pytest.param([1, 1, 0, 0], (3.0, 1.0, np.nan), id="flat-to-the-end"),
+    ],
+)
+def test_median_rule_on_flat_stretch_at_one_half(
+    event: list[int], expected: tuple[float, float, float]
+) -> None:
+    m = kaplan_meier([1, 2, 3, 4], event).median
+    np.testing.assert_allclose([m.estimate, m.lower, m.upper], expected)

@@ -1,0 +1,154 @@
+"""The application factory: ``create_app(settings)`` builds the FastAPI app; nothing at import time.
+
+``ductal serve`` runs it under uvicorn (``app_from_environment`` is the factory uvicorn's
+workers call). Pages are server-rendered Jinja templates with a little vendored htmx; the REST
+API lives under ``/api/v1`` with its OpenAPI document at ``/api/v1/openapi.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import Engine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ductal import __version__
+from ductal.config import Settings, load_settings
+from ductal.db import make_engine
+from ductal.errors import Problem
+from ductal.vault import Vault
+from ductal.web import errors
+from ductal.web.auth import AuthPolicy
+from ductal.web.deps import WebConfig
+from ductal.web.i18n import Translator, load_translations
+
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        b"img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'self'; "
+        b"form-action 'self'",
+    ),
+]
+
+
+class SecurityHeaders:
+    """ASGI middleware adding security headers (and no-store on pages) to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = scope.get("path", "").startswith("/static/")
+
+        async def add_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.extend(_SECURITY_HEADERS)
+                if not static:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, add_headers)
+
+
+@dataclass(frozen=True)
+class WebOptions:
+    """Web settings beyond :class:`ductal.config.Settings`."""
+
+    policy: AuthPolicy = AuthPolicy()
+    max_body_bytes: int = 1_000_000
+    secure_cookies: bool | None = None  # default: on in production
+
+
+def _jinja() -> Environment:
+    folder = resources.files("ductal.web").joinpath("templates")
+    env = Environment(
+        loader=FileSystemLoader(str(folder)),
+        autoescape=select_autoescape(["html", "xml"], default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env
+
+
+def create_app(
+    settings: Settings, *, engine: Engine | None = None, options: WebOptions | None = None
+) -> FastAPI:
+    """Return the web application for ``settings`` (an engine is made unless one is given)."""
+    from ductal.web.api import meta as api_meta
+    from ductal.web.api import records as api_records
+    from ductal.web.api import subjects as api_subjects
+    from ductal.web.pages import register as register_pages
+
+    options = options or WebOptions()
+    app = FastAPI(
+        title="ductal",
+        version=__version__,
+        description="Clinical study platform for IGM/PD and ductal lavage: REST API.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url=None,  # the interactive docs load scripts from a CDN: not here
+        redoc_url=None,
+    )
+    config = WebConfig(
+        settings=settings,
+        engine=engine or make_engine(settings.database_url),
+        vault=Vault(settings.vault_key),
+        policy=options.policy,
+        jinja=_jinja(),
+        translations=load_translations(),
+        secure_cookies=(
+            settings.env == "production"
+            if options.secure_cookies is None
+            else options.secure_cookies
+        ),
+        max_body_bytes=options.max_body_bytes,
+    )
+    app.state.ductal = config
+
+    def render_error(
+        request: Request, status: int, code: str, message: str, problems: list[Problem]
+    ) -> Response:
+        from ductal.web.pages._render import render
+
+        return render(
+            request,
+            "error.html",
+            {"status": status, "code": code, "message": message, "problems": problems},
+            status=status,
+        )
+
+    errors.install(app, render_error, config.engine)
+
+    for module in (api_subjects, api_records, api_meta):
+        app.include_router(module.router, prefix="/api/v1")
+    register_pages(app)
+    static = resources.files("ductal.web").joinpath("static")
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(errors.BodyLimit, max_bytes=options.max_body_bytes)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """Return the app configured from ``DUCTAL_*`` variables (the factory uvicorn workers call)."""
+    return create_app(load_settings())
+
+
+def translator(request: Request) -> Translator:
+    """Return the translator for the request's user (English before sign-in)."""
+    config: WebConfig = request.app.state.ductal
+    lang = getattr(request.state, "lang", "en")
+    return Translator(config.translations, lang)

@@ -1,0 +1,260 @@
+"""Request dependencies as ``Annotated`` aliases: configuration, database session, principal, access.
+
+Each access dependency carries the permission it enforces in its ``permission`` attribute; the
+route × role test walks every route's dependencies to find it, so a route without an access rule
+fails that test.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from jinja2 import Environment
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from ductal.config import Settings
+from ductal.db import session_scope
+from ductal.errors import DuctalError, NotAuthenticated, NotFound, PermissionDenied
+from ductal.models import DataQuery, FormRecord, Subject
+from ductal.vault import Vault
+from ductal.web.access import PUBLIC, Principal
+from ductal.web.auth import AuthPolicy, session_principal, token_principal
+
+SESSION_COOKIE = "ductal_session"
+PRE_SESSION_COOKIE = "ductal_pre"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class CsrfFailed(DuctalError):
+    status = 403
+    code = "csrf_failed"
+
+
+@dataclass
+class WebConfig:
+    """Everything the routes share, built once by :func:`ductal.web.app.create_app`."""
+
+    settings: Settings
+    engine: Engine
+    vault: Vault
+    policy: AuthPolicy
+    jinja: Environment
+    translations: dict[str, dict[str, str]]
+    secure_cookies: bool
+    max_body_bytes: int
+    page_size: int = 100
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _config(request: Request) -> WebConfig:
+    config: WebConfig = request.app.state.ductal
+    return config
+
+
+Config = Annotated[WebConfig, Depends(_config)]
+
+
+def _db(config: Config) -> Iterator[Session]:
+    with session_scope(config.engine) as session:
+        yield session
+
+
+# "function" scope: the transaction commits before the response leaves, so a client never sees
+# success for a write that then fails to commit
+DbSession = Annotated[Session, Depends(_db, scope="function")]
+
+
+async def _submitted_csrf(request: Request) -> str | None:
+    if request.method in SAFE_METHODS:
+        return None
+    header = request.headers.get("x-csrf-token")
+    if header:
+        return header
+    kind = request.headers.get("content-type", "")
+    if kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        value = form.get("csrf_token")
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _principal(
+    request: Request,
+    db: DbSession,
+    config: Config,
+    csrf: Annotated[str | None, Depends(_submitted_csrf)],
+) -> Principal:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, credential = header.partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            raise NotAuthenticated("use 'Authorization: Bearer <token>'")
+        principal = token_principal(db, secret=credential.strip())
+        request.state.principal = principal
+        request.state.lang = principal.language
+        return principal
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        raise NotAuthenticated("please sign in")
+    principal = session_principal(db, secret=cookie, policy=config.policy)
+    if request.method not in SAFE_METHODS and not hmac.compare_digest(
+        csrf or "", principal.csrf_token
+    ):
+        raise CsrfFailed(
+            "this form is out of date or was not sent by ductal (CSRF check failed); "
+            "reload the page and try again"
+        )
+    request.state.principal = principal
+    request.state.lang = principal.language
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(_principal)]
+
+
+def _denied(permission: str) -> PermissionDenied:
+    return PermissionDenied(f"your role does not allow this ({permission.replace('_', ' ')})")
+
+
+_REQUIRE_CACHE: dict[str, Callable[..., Principal]] = {}
+
+
+def require(permission: str) -> Callable[..., Principal]:
+    """Return the dependency admitting users who hold ``permission`` at one of their sites."""
+    if permission in _REQUIRE_CACHE:
+        return _REQUIRE_CACHE[permission]
+
+    def dependency(principal: CurrentPrincipal) -> Principal:
+        if not principal.can(permission):
+            raise _denied(permission)
+        return principal
+
+    dependency.permission = permission  # type: ignore[attr-defined]
+    _REQUIRE_CACHE[permission] = dependency
+    return dependency
+
+
+def public() -> None:
+    """Mark a route as open to everyone (sign-in page, static files, health check)."""
+
+
+public.permission = PUBLIC  # type: ignore[attr-defined]
+Public = Annotated[None, Depends(public)]
+Authenticated = Annotated[Principal, Depends(require("authenticated"))]
+Viewer = Annotated[Principal, Depends(require("view"))]
+Screener = Annotated[Principal, Depends(require("screen"))]
+Auditor = Annotated[Principal, Depends(require("audit"))]
+Reporter = Annotated[Principal, Depends(require("reports"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+QueryAnswerer = Annotated[Principal, Depends(require("answer_query"))]
+
+
+@dataclass
+class SubjectAccess:
+    principal: Principal
+    subject: Subject
+
+
+@dataclass
+class RecordAccess:
+    principal: Principal
+    record: FormRecord
+
+    @property
+    def subject(self) -> Subject:
+        return self.record.subject
+
+
+@dataclass
+class QueryAccess:
+    principal: Principal
+    query: DataQuery
+
+
+def _check(principal: Principal, site_id: int, permission: str, missing: str) -> None:
+    if not principal.belongs_to(site_id):
+        raise NotFound(missing)  # another site's data does not exist for this user
+    if not principal.can(permission, site_id):
+        raise _denied(permission)
+
+
+def subject_access(permission: str) -> Callable[..., SubjectAccess]:
+    """Return the dependency loading ``{study_id}`` when the user holds ``permission`` at its site."""
+
+    def dependency(study_id: str, principal: CurrentPrincipal, db: DbSession) -> SubjectAccess:
+        subject = db.scalar(select(Subject).where(Subject.study_id == study_id))
+        missing = f"no subject {study_id!r}"
+        if subject is None:
+            raise NotFound(missing)
+        _check(principal, subject.site_id, permission, missing)
+        return SubjectAccess(principal, subject)
+
+    dependency.permission = permission  # type: ignore[attr-defined]
+    return dependency
+
+
+def record_access(permission: str) -> Callable[..., RecordAccess]:
+    """Return the dependency loading ``{record_id}`` when the user holds ``permission`` there."""
+
+    def dependency(record_id: int, principal: CurrentPrincipal, db: DbSession) -> RecordAccess:
+        record = db.get(FormRecord, record_id)
+        missing = f"no form record {record_id}"
+        if record is None:
+            raise NotFound(missing)
+        _check(principal, record.subject.site_id, permission, missing)
+        return RecordAccess(principal, record)
+
+    dependency.permission = permission  # type: ignore[attr-defined]
+    return dependency
+
+
+def query_access(permission: str) -> Callable[..., QueryAccess]:
+    """Return the dependency loading ``{query_id}`` when the user holds ``permission`` there."""
+
+    def dependency(query_id: int, principal: CurrentPrincipal, db: DbSession) -> QueryAccess:
+        query = db.get(DataQuery, query_id)
+        missing = f"no query {query_id}"
+        if query is None:
+            raise NotFound(missing)
+        _check(principal, query.form_record.subject.site_id, permission, missing)
+        return QueryAccess(principal, query)
+
+    dependency.permission = permission  # type: ignore[attr-defined]
+    return dependency
+
+
+SubjectViewer = Annotated[SubjectAccess, Depends(subject_access("view"))]
+SubjectScreener = Annotated[SubjectAccess, Depends(subject_access("enrol"))]
+SubjectEditor = Annotated[SubjectAccess, Depends(subject_access("enter_data"))]
+SubjectAuditor = Annotated[SubjectAccess, Depends(subject_access("audit"))]
+SubjectIdentity = Annotated[SubjectAccess, Depends(subject_access("identity"))]
+RecordViewer = Annotated[RecordAccess, Depends(record_access("view"))]
+RecordVerifier = Annotated[RecordAccess, Depends(record_access("verify"))]
+RecordSigner = Annotated[RecordAccess, Depends(record_access("sign"))]
+RecordLocker = Annotated[RecordAccess, Depends(record_access("lock"))]
+RecordUnlocker = Annotated[RecordAccess, Depends(record_access("unlock"))]
+RecordQuerier = Annotated[RecordAccess, Depends(record_access("open_query"))]
+QueryAnswer = Annotated[QueryAccess, Depends(query_access("answer_query"))]
+QueryCloser = Annotated[QueryAccess, Depends(query_access("close_query"))]
+
+
+async def _form_fields(request: Request) -> dict[str, list[str]]:
+    form = await request.form()
+    out: dict[str, list[str]] = {}
+    for key, value in form.multi_items():
+        if isinstance(value, str):
+            out.setdefault(key, []).append(value)
+    return out
+
+
+FormFields = Annotated[dict[str, list[str]], Depends(_form_fields)]
+
+
+def client_address(request: Request) -> str:
+    """Return the client's address as seen by the server (for throttling and the audit trail)."""
+    return request.client.host if request.client else "unknown"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from ductal import records
+from ductal import randomisation, records
 from ductal.errors import ValidationError
 from ductal.models import Site, Subject
 from ductal.protocols.model import Protocol
@@ -227,31 +227,14 @@ def _baseline(
     return data, size1, infection
 
 
-class _BlockLists:
-    """Stratified permuted blocks for the demo (stand-in for the live randomisation service)."""
-
-    def __init__(self, rng: np.random.Generator, protocol: Protocol) -> None:
-        self._rng = rng
-        self._arms = [a.key for a in protocol.arms for _ in range(a.ratio)]
-        self._sizes = protocol.randomisation.block_sizes
-        self._queues: dict[str, list[str]] = {}
-
-    def next_arm(self, stratum: str) -> str:
-        queue = self._queues.setdefault(stratum, [])
-        if not queue:
-            size = int(self._rng.choice(self._sizes))
-            block = self._arms * max(1, size // len(self._arms))
-            queue.extend(str(a) for a in self._rng.permutation(block))
-        return queue.pop(0)
-
-
-def _adaptive_arm(rng: np.random.Generator, enrolled_index: int) -> str:
-    # The adaptive trial dropped A early and B later; allocation mirrors that (A 10, B 78).
+def _adaptive_open_arms(enrolled_index: int) -> list[str] | None:
+    # The adaptive trial dropped A early and B later (published A 10, B 78); the open arms
+    # passed to the randomisation service mirror that. None: every arm open.
     if enrolled_index < 30:
-        return _pick(rng, ("a_supportive", "b_prednisolone", "c_methotrexate"), (0.33, 0.34, 0.33))
+        return None
     if enrolled_index < 110:
-        return _pick(rng, ("b_prednisolone", "c_methotrexate"), (0.5, 0.5))
-    return "c_methotrexate"
+        return ["b_prednisolone", "c_methotrexate"]
+    return ["c_methotrexate"]
 
 
 def _follow_up(
@@ -336,7 +319,8 @@ def generate_cohort(
     accrual_days = 3 * 365
     follow_months = [(e, e.day / MONTH_DAYS) for e in protocol.schedule if e.kind == "follow_up"]
     screen_days = np.sort(rng.integers(0, accrual_days, size=n_subjects))
-    blocks = _BlockLists(rng, protocol)
+    # the master seed of the allocation lists, drawn from the cohort's generator (reproducible)
+    list_seed = int(rng.integers(2**63)) if protocol.is_randomised else None
 
     for index in range(n_subjects):
         screened_on = start + dt.timedelta(days=int(screen_days[index]))
@@ -363,12 +347,12 @@ def generate_cohort(
         records.enrol(session, subject=subject, actor=ACTOR, enrolled_on=enrolled_on)
         summary.enrolled += 1
         if protocol.is_randomised and subject.arm is None:
-            stratum = screening.get("severity_group", "all")
-            if protocol.design == "adaptive":
-                arm = _adaptive_arm(rng, summary.enrolled - 1)
-            else:
-                arm = blocks.next_arm(str(stratum))
-            records.assign_arm(session, subject=subject, arm=arm, stratum=stratum, actor=ACTOR)
+            open_arms = (
+                _adaptive_open_arms(summary.enrolled - 1) if protocol.design == "adaptive" else None
+            )
+            randomisation.randomise(
+                session, subject=subject, actor=ACTOR, active_arms=open_arms, seed=list_seed
+            )
         _follow_subject(
             rng,
             session=session,

@@ -233,3 +233,24 @@ def test_bad_input_is_one_line_naming_column_and_row(
     assert "Traceback" not in err
     for fragment in fragments:
         assert fragment in lines[0]
+
+
+def test_km_estimates_at_times(capsys: pytest.CaptureFixture[str]) -> None:
+    ref = reference()["km_at"]
+    d = run_json(
+        [
+            "km",
+            str(FIXTURES / "ovarian.csv"),
+            "--time",
+            "futime",
+            "--event",
+            "fustat",
+            "--at",
+            ",".join(str(t) for t in ref["times"]),
+        ],
+        capsys,
+    )
+    assert_close([row["survival"] for row in d["at"]], ref["surv"], atol=1e-12)
+    assert_close(
+        [row["cumulative_incidence"] for row in d["at"]], [1 - s for s in ref["surv"]], atol=1e-12
+    )

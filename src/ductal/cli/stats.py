@@ -97,6 +97,15 @@ def _frame(df: pd.DataFrame) -> list[str]:
     return df.to_string(index=False, float_format=lambda x: f"{x:.6g}", na_rep="NA").splitlines()
 
 
+def _with_at(result: dict[str, Any], at_table: pd.DataFrame | None) -> dict[str, Any]:
+    """The result, plus the estimates at the requested times under "at" when there are any."""
+    return result if at_table is None else {**result, "at": at_table}
+
+
+def _at_lines(at_table: pd.DataFrame | None) -> list[str]:
+    return [] if at_table is None else ["", *_frame(at_table)]
+
+
 @app.command("proportion")
 def proportion_cmd(
     events: int = typer.Option(..., "--events", help="Number of subjects with the outcome."),
@@ -216,16 +225,9 @@ def km_cmd(
         )
         at_table = km.at(times) if times else None
 
-    def payload() -> dict[str, Any]:
-        out = km.to_dict()
-        if at_table is not None:
-            out["at"] = at_table
-        return out
-
     def text() -> list[str]:
         lines = [km.method, *_frame(km.summary.drop(columns="method"))]
-        if at_table is not None:
-            lines += ["", *_frame(at_table)]
+        lines += _at_lines(at_table)
         if curve:
             for c in km.curves_.values():
                 lines += ["", f"{c.name}:", *_frame(c.table)]
@@ -236,7 +238,7 @@ def km_cmd(
             )
         return lines
 
-    _emit(as_json, payload, text)
+    _emit(as_json, lambda: _with_at(km.to_dict(), at_table), text)
 
 
 @app.command("cuminc")
@@ -270,16 +272,9 @@ def cuminc_cmd(
         )
         at_table = result.at(times) if times else None
 
-    def payload() -> dict[str, Any]:
-        out = result.to_dict()
-        if at_table is not None:
-            out["at"] = at_table
-        return out
-
     def text() -> list[str]:
         lines = [result.method, *_frame(result.summary)]
-        if at_table is not None:
-            lines += ["", *_frame(at_table)]
+        lines += _at_lines(at_table)
         for t in result.tests:
             lines.append(
                 f"{t.method}, cause {t.cause}: chi-square {t.statistic:.4g} on {t.df} df, "
@@ -287,7 +282,7 @@ def cuminc_cmd(
             )
         return lines
 
-    _emit(as_json, payload, text)
+    _emit(as_json, lambda: _with_at(result.to_dict(), at_table), text)
 
 
 @app.command("cox")

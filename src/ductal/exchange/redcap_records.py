@@ -29,14 +29,13 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from sqlalchemy.orm import Session
 
-from ductal import accounts, records
-from ductal.errors import DuctalError
+from ductal import records
+from ductal.exchange.importing import Located, write_subjects
 from ductal.exchange.redcap_dictionary import SUBJECT_FIELDS, SUBJECT_FORM, variable_names
 from ductal.exchange.report import ImportReport
 from ductal.exchange.study_data import FormData, SubjectData
@@ -262,15 +261,6 @@ def records_csv(protocol: Protocol, subjects: Iterable[SubjectData]) -> str:
 # Import: parse and validate
 
 
-@dataclass
-class _Located:
-    """A subject read from the CSV with the line each of its forms came from."""
-
-    subject: SubjectData
-    line: int
-    form_lines: dict[int, int]  # id(FormData) -> line
-
-
 def _blank_row(values: list[str], start: int, stop: int) -> bool:
     return not any(v.strip() for v in values[start:stop])
 
@@ -282,7 +272,7 @@ def read_records(
     *,
     today: dt.date | None = None,
     row_ids: dict[int, str] | None = None,
-) -> list[_Located]:
+) -> list[Located]:
     """Return the subjects in a records CSV, checking every value; problems go to ``report``.
 
     Each value is checked against its field (type, code list, date format, range, rules) as
@@ -307,7 +297,7 @@ def read_records(
         if name not in layout.index:
             report.warning("row 1", name, "unknown column, ignored")
     has_events = "redcap_event_name" in where_in
-    subjects: dict[str, _Located] = {}
+    subjects: dict[str, Located] = {}
     seen_rows: dict[tuple[str, str, str, str], int] = {}
     try:
         for values in reader:
@@ -348,7 +338,7 @@ def _read_row(
     values: list[str],
     line: int,
     has_events: bool,
-    subjects: dict[str, _Located],
+    subjects: dict[str, Located],
     seen_rows: dict[tuple[str, str, str, str], int],
     report: ImportReport,
     today: dt.date | None,
@@ -386,7 +376,7 @@ def _read_row(
         return
     located = subjects.get(record_id)
     if located is None:
-        located = _Located(SubjectData(study_id=record_id, site="", status=""), line, {})
+        located = Located(SubjectData(study_id=record_id, site="", status=""), line, {})
         subjects[record_id] = located
     subject = located.subject
     dag = _cell(values, where_in, "redcap_data_access_group")
@@ -513,111 +503,6 @@ def _raw_form(
     return raw, has_value
 
 
-# --------------------------------------------------------------------------------------------
-# Import: write through the records service
-
-
-def _write_subject(
-    session: Session,
-    protocol: Protocol,
-    located: _Located,
-    *,
-    actor: str,
-    report: ImportReport,
-    today: dt.date | None,
-) -> bool:
-    """Write one subject through the records service; False (and problems) when refused."""
-    subject_data = located.subject
-    where = f"row {located.line}"
-    order = {e.key: i for i, e in enumerate(protocol.schedule)}
-    forms = sorted(subject_data.forms, key=lambda f: (order[f.event], f.event_instance, f.instance))
-    screening = [f for f in forms if f.form == protocol.screening_form]
-    if not screening:
-        report.error(where, subject_data.study_id, f"has no {protocol.screening_form} form")
-        return False
-    try:
-        site = accounts.get_site(session, subject_data.site or "?")
-    except DuctalError:
-        report.error(where, subject_data.study_id, f"unknown site {subject_data.site!r}")
-        return False
-    step = screening[0]
-    try:
-        subject = records.screen(
-            session,
-            protocol_id=protocol.id,
-            site=site,
-            screening=step.data,
-            actor=actor,
-            study_id=subject_data.study_id,
-            today=today,
-        )
-        wanted = subject_data.status
-        enrolled_text = subject_data.enrolled_on
-        if enrolled_text is None and len(forms) > 1 and subject.status == "consented":
-            enrolled_text = (subject.screened_on or dt.date.today()).isoformat()
-            report.warning(where, subject_data.study_id, "no enrolment date: screening date used")
-        if enrolled_text is not None:
-            enrolled_on = dt.date.fromisoformat(enrolled_text)
-            randomised = protocol.is_randomised and subject_data.arm is not None
-            records.enrol(
-                session,
-                subject=subject,
-                actor=actor,
-                enrolled_on=enrolled_on,
-                arm=None if randomised else subject_data.arm,
-            )
-            if randomised:
-                # as randomisation records it: the arm and the stratum it was drawn in
-                assert subject_data.arm is not None
-                records.assign_arm(
-                    session,
-                    subject=subject,
-                    arm=subject_data.arm,
-                    stratum=subject_data.stratum,
-                    actor=actor,
-                )
-        for fd in forms:
-            step = fd
-            if fd is screening[0]:
-                continue
-            records.save_form(
-                session,
-                subject=subject,
-                form_key=fd.form,
-                data=fd.data,
-                actor=actor,
-                event_key=fd.event,
-                event_instance=fd.event_instance,
-                instance=fd.instance,
-                allow_incomplete=fd.status == "incomplete",
-                today=today,
-            )
-        if wanted in ("completed", "withdrawn", "lost_to_follow_up") and subject.status != wanted:
-            records.change_status(
-                session,
-                subject=subject,
-                status=wanted,
-                actor=actor,
-                reason=subject_data.status_reason or "imported from REDCap",
-            )
-        elif wanted and subject.status != wanted:
-            report.warning(
-                where,
-                subject_data.study_id,
-                f"status is {subject.status} after import, the file says {wanted}",
-            )
-    except DuctalError as exc:
-        line = located.form_lines.get(id(step), located.line)
-        details = "; ".join(str(p) for p in exc.problems)
-        report.error(
-            f"row {line}",
-            f"{subject_data.study_id} {step.form}",
-            exc.message + (f" ({details})" if details else ""),
-        )
-        return False
-    return True
-
-
 def import_records(
     session: Session,
     *,
@@ -641,35 +526,15 @@ def import_records(
     located = read_records(protocol, text, report, today=today, row_ids=row_ids)
     bad_lines = {int(i.where.split()[1]) for i in report.errors if i.where.startswith("row ")}
     bad_ids = {row_ids[n] for n in bad_lines if n in row_ids}
-    if report.errors and not partial:
-        report.raise_if_errors("use --partial to import the valid part")
-    written = 0
-    forms = 0
-    for item in located:
-        if item.subject.study_id in bad_ids:
-            report.skipped.append(item.subject.study_id)
-            continue
-        if partial:
-            nested = session.begin_nested()
-            if _write_subject(session, protocol, item, actor=actor, report=report, today=today):
-                nested.commit()
-                written += 1
-                forms += len(item.subject.forms)
-            else:
-                nested.rollback()
-                report.skipped.append(item.subject.study_id)
-        elif _write_subject(session, protocol, item, actor=actor, report=report, today=today):
-            written += 1
-            forms += len(item.subject.forms)
-        if progress is not None:
-            progress(1)
-    if report.errors and not partial:
-        report.raise_if_errors("use --partial to import the valid part")
-    report.imported = {"subjects": written, "forms": forms}
-    return report
-
-
-def iter_subjects(located: Iterable[_Located]) -> Iterator[SubjectData]:
-    """Yield the subjects of :func:`read_records` results."""
-    for item in located:
-        yield item.subject
+    return write_subjects(
+        session,
+        protocol=protocol,
+        located=located,
+        report=report,
+        actor=actor,
+        partial=partial,
+        bad_ids=bad_ids,
+        today=today,
+        progress=progress,
+        source_name="REDCap",
+    )

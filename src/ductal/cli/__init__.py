@@ -11,7 +11,7 @@ import sys
 import typer
 
 from ductal import __version__
-from ductal.cli import audit, design, protocols, randomise, stats, study, subjects
+from ductal.cli import admin, audit, design, protocols, randomise, stats, study, subjects
 from ductal.errors import DuctalError
 
 app = typer.Typer(
@@ -30,6 +30,10 @@ app.add_typer(stats.app, name="stats")
 app.add_typer(design.app, name="design")
 app.command("randomise")(randomise.randomise)
 app.add_typer(randomise.app, name="allocation")
+app.command("backup")(admin.backup)
+app.command("restore")(admin.restore)
+app.add_typer(admin.keys_app, name="keys")
+app.add_typer(admin.evidence_app, name="evidence")
 
 
 def _version(value: bool) -> None:

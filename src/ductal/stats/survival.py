@@ -17,7 +17,7 @@ restricted mean, ``survdiff``):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Self
 
 import numpy as np
@@ -117,7 +117,7 @@ class KMCurve:
     upper: FloatArray
     conf_type: str
     conf_level: float
-    n: int = field(default=0)
+    n: int = 0
 
     @property
     def method(self) -> str:

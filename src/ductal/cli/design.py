@@ -255,3 +255,9 @@ def simulate(
                 f"{arm['p_dropped']:>7.3f}{arm['expected_n']:>8.1f}"
                 f"{str(q['q05']) + '-' + str(q['q95']):>10}{bias:>8}"
             )
+
+
+# `design interim` reads the trial database; it is written with the randomisation commands.
+from ductal.cli.randomise import interim as _interim  # noqa: E402
+
+app.command("interim")(_interim)

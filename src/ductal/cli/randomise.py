@@ -14,6 +14,7 @@ from ductal import records
 from ductal.cli import _context
 from ductal.db import session_scope
 from ductal.errors import Problem, ValidationError
+from ductal.interim import interim as run_interim
 from ductal.randomisation import service
 
 app = typer.Typer(
@@ -202,3 +203,59 @@ def unblind(
         arm = service.unblind(session, subject=found, actor=_actor(actor), reason=reason)
     engine.dispose()
     typer.echo(f"{subject}: {arm}  (unblinding recorded in the audit trail)")
+
+
+def interim(
+    protocol: str = typer.Option(..., "--protocol", "-p", help="Adaptive protocol id."),
+    assessment: str | None = typer.Option(
+        None,
+        "--assessment",
+        help="Event whose response counts, or 'latest' for each subject's last follow-up "
+        "(default: the protocol's interim_assessment).",
+    ),
+    responders: str | None = typer.Option(
+        None,
+        "--responders",
+        help="Comma-separated response codes counted as response, e.g. cr or cr,pr "
+        "(default: the protocol's interim_responders).",
+    ),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Interim look of an adaptive trial: each arm's posterior and whether to keep or drop it."""
+    codes = None if responders is None else [c.strip() for c in responders.split(",") if c.strip()]
+    cfg = _context.settings()
+    engine = _context.engine(cfg)
+    with session_scope(engine) as session:
+        report = run_interim(session, protocol_id=protocol, assessment=assessment, responders=codes)
+    engine.dispose()
+    if as_json:
+        _context.print_json(_finite(report.to_dict()))
+        return
+    r = report.rules
+    typer.echo(
+        f"Interim look, {report.protocol_id} {report.protocol_version}: responders = "
+        f"{'/'.join(r.responders)} at {r.assessment}; prior Beta({r.prior_a:g}, {r.prior_b:g}); "
+        f"drop an arm when P(rate > {r.threshold:g}) < {r.drop_bound:g}"
+    )
+    typer.echo(
+        f"{'arm':<16} {'open':<5} {'rand':>5} {'eval':>5} {'resp':>5} {'mean':>6} "
+        f"{'P(>thr)':>8} {'P(best)':>8}  recommendation"
+    )
+    for a in report.arms:
+        typer.echo(
+            f"{a.arm:<16} {'yes' if a.open else 'no':<5} {a.randomised:>5} {a.evaluated:>5} "
+            f"{a.responders:>5} {a.posterior_mean:>6.3f} {a.p_above_threshold:>8.4f} "
+            f"{a.p_best:>8.4f}  {a.recommendation}: {a.reason}"
+        )
+    typer.echo(f"method: {report.method}")
+
+
+def _finite(value: object) -> object:
+    """Return ``value`` with NaN floats replaced by None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value

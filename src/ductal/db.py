@@ -92,8 +92,34 @@ def session_scope(engine: Engine) -> Iterator[Session]:
     try:
         with session.begin():
             yield session
+    except OperationalError as exc:
+        storage = storage_failure(exc)
+        if storage is None:
+            raise
+        raise DatabaseUnavailable(storage) from exc
     finally:
         session.close()
+
+
+_DISK_FULL = ("database or disk is full", "no space left on device", "disk quota exceeded")
+_DISK_IO = ("disk i/o error", "file too large")
+
+
+def storage_failure(exc: OperationalError) -> str | None:
+    """Return a plain message when ``exc`` means the database could not write to its disk."""
+    detail = str(exc.orig or exc).lower()
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate == "53100" or any(s in detail for s in _DISK_FULL):
+        return (
+            "the database's disk is full: the change was not saved (nothing half-written is "
+            "kept); free disk space and try again"
+        )
+    if any(s in detail for s in _DISK_IO):
+        return (
+            "the database could not write to its disk (I/O error or file size limit): the "
+            "change was not saved; check the disk and try again"
+        )
+    return None
 
 
 def _alembic_config(engine: Engine) -> Any:

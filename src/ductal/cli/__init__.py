@@ -11,7 +11,7 @@ import sys
 import typer
 
 from ductal import __version__
-from ductal.cli import admin, audit, design, protocols, randomise, stats, study, subjects
+from ductal.cli import admin, audit, design, protocols, randomise, serve, stats, study, subjects
 from ductal.errors import DuctalError
 
 app = typer.Typer(
@@ -34,6 +34,8 @@ app.command("backup")(admin.backup)
 app.command("restore")(admin.restore)
 app.add_typer(admin.keys_app, name="keys")
 app.add_typer(admin.evidence_app, name="evidence")
+app.command("serve")(serve.serve)
+app.add_typer(serve.users, name="users")
 
 
 def _version(value: bool) -> None:

@@ -13,6 +13,7 @@ from ductal.db import session_scope
 from ductal.errors import Conflict
 from ductal.models import Site, Subject
 from ductal.protocols.loader import builtin_protocols
+from ductal.signatures import hash_password
 from ductal.synthetic import ACTOR, CohortSummary, generate_cohort
 from ductal.vault import Vault
 
@@ -21,6 +22,7 @@ DEMO_SITES = (
     ("HIL", "Hillside University Hospital (demo)", "+00 555 0100 0002"),
     ("LAK", "Lakeside Women's Clinic (demo)", "+00 555 0100 0003"),
 )
+DEMO_PASSWORD = "demo-password-2016"  # synthetic demo only: every demo user signs in with it
 DEMO_USERS = (
     ("admin", "Demo Administrator", "admin", ("RIV", "HIL", "LAK")),
     ("coordinator", "Demo Coordinator", "coordinator", ("RIV",)),
@@ -69,7 +71,11 @@ def build_demo(
                 user = accounts.get_user(session, username)
             except Exception:
                 user = accounts.create_user(
-                    session, username=username, full_name=full_name, actor=ACTOR
+                    session,
+                    username=username,
+                    full_name=full_name,
+                    actor=ACTOR,
+                    password_hash=hash_password(DEMO_PASSWORD),
                 )
             for code in site_codes:
                 accounts.grant(session, user=user, site=sites[code], role=role, actor=ACTOR)

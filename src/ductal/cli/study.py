@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from ductal.cli import _context
 from ductal.db import current_revision, make_engine, migrate
-from ductal.demo import build_demo
+from ductal.demo import DEMO_PASSWORD, DEMO_USERS, build_demo
 from ductal.errors import ConfigError
 from ductal.synthetic import ACTOR
 
@@ -130,6 +130,8 @@ def demo(
     )
     typer.echo(f"summary:      {out_dir / 'demo-summary.json'}")
     typer.echo("")
+    users = ', '.join(u[0] for u in DEMO_USERS)
+    typer.echo(f"web sign-in:  users {users}; password {DEMO_PASSWORD}")
     typer.echo("next:")
     typer.echo("  ductal subjects list --protocol lavage-observational")
     typer.echo("  ductal audit verify")

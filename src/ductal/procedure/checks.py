@@ -67,7 +67,8 @@ def evaluate_checks(
     settings = procedure_settings(protocol)
     env = dict(context or {})
     env.update(data)
-    return evaluate(settings.checks, form_key=settings.checks_form, env=env, lang=lang)
+    form = protocol.form(settings.checks_form)
+    return evaluate(settings.checks, form_key=settings.checks_form, env=env, lang=lang, form=form)
 
 
 def subject_context(session: Session, subject: Subject) -> dict[str, Any]:

@@ -53,7 +53,8 @@ def evaluate_regimen(
     """Return the regimen rules that hold for a session record of ``form_key`` (pure)."""
     settings = procedure_settings(protocol)
     env = rule_env(protocol, data, baseline=baseline)
-    return evaluate(settings.rules, form_key=form_key, env=env, lang=lang)
+    form = protocol.form(form_key)
+    return evaluate(settings.rules, form_key=form_key, env=env, lang=lang, form=form)
 
 
 def baseline_data(session: Session, subject: Subject) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import pydantic
 
 from ductal.errors import Problem, ProtocolError
 from ductal.protocols.logic import is_blank, parse
-from ductal.protocols.model import ProcedureRule, ProcedureSettings, Protocol
+from ductal.protocols.model import FormDef, ProcedureRule, ProcedureSettings, Protocol
 
 LEVELS = ("block", "query", "warn", "advice", "info")
 
@@ -84,20 +84,39 @@ def render_message(template: str, env: Mapping[str, Any]) -> str:
     return _PLACEHOLDER.sub(value, template)
 
 
+def display_env(form: FormDef, env: Mapping[str, Any], lang: str) -> dict[str, Any]:
+    """Return ``env`` with the form's coded answers replaced by their labels in ``lang``."""
+    out = dict(env)
+    for field in form.fields:
+        value = env.get(field.key)
+        if is_blank(value):
+            continue
+        if field.type == "choice":
+            out[field.key] = field.choice_label(str(value), lang)
+        elif field.type == "multi_choice" and isinstance(value, list):
+            out[field.key] = [field.choice_label(str(v), lang) for v in value]
+    return out
+
+
 def evaluate(
     rules: Iterable[ProcedureRule],
     *,
     form_key: str,
     env: Mapping[str, Any],
     lang: str = "en",
+    form: FormDef | None = None,
 ) -> list[Finding]:
-    """Return a finding for every rule of ``form_key`` whose condition holds on ``env``."""
+    """Return a finding for every rule of ``form_key`` whose condition holds on ``env``.
+
+    With ``form``, coded answers named in a message are shown by their labels in ``lang``.
+    """
+    shown = display_env(form, env, lang) if form is not None else env
     found: list[Finding] = []
     for rule in rules:
         if form_key not in rule.forms:
             continue
         if parse(rule.when).holds(env):
-            message = render_message(rule.message.get(lang), env)
+            message = render_message(rule.message.get(lang), shown)
             found.append(Finding(rule.key, rule.level, message, rule.field))
     found.sort(key=lambda f: LEVELS.index(f.level))
     return found

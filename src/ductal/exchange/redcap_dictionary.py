@@ -802,3 +802,52 @@ def require_sound(protocol: Protocol) -> Protocol:
             f"protocol {protocol.id} has {len(problems)} problem(s)", problems=problems
         )
     return protocol
+
+
+def build_protocol(
+    forms: list[dict[str, Any]],
+    schedule: list[dict[str, Any]] | None,
+    study: dict[str, Any] | None,
+    protocol_id: str | None,
+    title: str | None,
+    report: ImportReport,
+) -> Protocol | None:
+    """Return a protocol from mapped forms (ODM metadata import); problems go to ``report``.
+
+    ``study`` (the study-level definition a ductal export carries) and ``schedule`` restore the
+    original; without them a minimal definition is assumed and the report says so.
+    """
+    usable = [f for f in forms if f.get("fields")]
+    if not usable:
+        report.error("metadata", "", "no form could be imported")
+        return None
+    if study is not None and schedule is not None:
+        definition = {**study, "schedule": schedule}
+        if protocol_id:
+            definition["id"] = protocol_id
+    else:
+        if not protocol_id:
+            report.error("metadata", "", "give a protocol id for a file not written by ductal")
+            return None
+        repeating = {f["key"] for f in usable if f.get("repeating")}
+        definition = _default_protocol(protocol_id, title or protocol_id, usable, repeating)
+        report.warning(
+            "metadata",
+            "",
+            "no study definition in the file: one arm, the first form as "
+            "screening form and the others on one visit were assumed; edit before use",
+        )
+    definition["forms"] = usable
+    try:
+        protocol = Protocol.model_validate(definition)
+    except pydantic.ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            path = ".".join(str(p) for p in err["loc"])
+            report.error("metadata", path, str(err["msg"]).removeprefix("Value error, "))
+        return None
+    for problem in check_protocol(protocol):
+        if study is None and problem.field.startswith("response."):
+            report.warning("metadata", problem.field, f"{problem.message} (response criteria)")
+        else:
+            report.error("metadata", problem.field, problem.message)
+    return protocol

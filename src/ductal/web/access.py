@@ -20,6 +20,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "screen": DATA_ENTRY,
     "enrol": DATA_ENTRY,
     "enter_data": DATA_ENTRY,
+    "randomise": DATA_ENTRY,
     "open_query": frozenset({"monitor", "investigator"}),
     "answer_query": DATA_ENTRY,
     "close_query": frozenset({"monitor"}),

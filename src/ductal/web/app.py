@@ -7,7 +7,7 @@ API lives under ``/api/v1`` with its OpenAPI document at ``/api/v1/openapi.json`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 from fastapi import FastAPI, Request
@@ -68,7 +68,7 @@ class SecurityHeaders:
 class WebOptions:
     """Web settings beyond :class:`ductal.config.Settings`."""
 
-    policy: AuthPolicy = AuthPolicy()
+    policy: AuthPolicy = field(default_factory=AuthPolicy)
     max_body_bytes: int = 1_000_000
     secure_cookies: bool | None = None  # default: on in production
 

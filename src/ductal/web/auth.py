@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -74,19 +75,17 @@ def principal_of(session: Session, user: User, *, via: str) -> Principal:
     )
 
 
-def _recent_failures(session: Session, column: object, value: str, since: dt.datetime) -> int:
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(LoginAttempt)
-            .where(
-                column == value,  # type: ignore[operator]
-                LoginAttempt.succeeded.is_(False),
-                LoginAttempt.attempted_at >= since,
-            )
+def _recent_failures(session: Session, column: Any, value: str, since: dt.datetime) -> int:
+    stmt = (
+        select(func.count())
+        .select_from(LoginAttempt)
+        .where(
+            column == value,
+            LoginAttempt.succeeded.is_(False),
+            LoginAttempt.attempted_at >= since,
         )
-        or 0
     )
+    return int(session.scalar(stmt) or 0)
 
 
 def check_throttle(session: Session, *, username: str, address: str, policy: AuthPolicy) -> None:

@@ -1,4 +1,4 @@
-"""Request dependencies as ``Annotated`` aliases: configuration, database session, principal, access.
+"""Request dependencies as ``Annotated`` aliases: configuration, database, principal, access.
 
 Each access dependency carries the permission it enforces in its ``permission`` attribute; the
 route × role test walks every route's dependencies to find it, so a route without an access rule
@@ -184,7 +184,7 @@ def _check(principal: Principal, site_id: int, permission: str, missing: str) ->
 
 
 def subject_access(permission: str) -> Callable[..., SubjectAccess]:
-    """Return the dependency loading ``{study_id}`` when the user holds ``permission`` at its site."""
+    """Return the dependency loading ``{study_id}`` if the user holds ``permission`` at its site."""
 
     def dependency(study_id: str, principal: CurrentPrincipal, db: DbSession) -> SubjectAccess:
         subject = db.scalar(select(Subject).where(Subject.study_id == study_id))
@@ -231,6 +231,7 @@ def query_access(permission: str) -> Callable[..., QueryAccess]:
 SubjectViewer = Annotated[SubjectAccess, Depends(subject_access("view"))]
 SubjectScreener = Annotated[SubjectAccess, Depends(subject_access("enrol"))]
 SubjectEditor = Annotated[SubjectAccess, Depends(subject_access("enter_data"))]
+SubjectRandomiser = Annotated[SubjectAccess, Depends(subject_access("randomise"))]
 SubjectAuditor = Annotated[SubjectAccess, Depends(subject_access("audit"))]
 SubjectIdentity = Annotated[SubjectAccess, Depends(subject_access("identity"))]
 RecordViewer = Annotated[RecordAccess, Depends(record_access("view"))]

@@ -237,7 +237,8 @@ def enrolment_svg(
     if not points:
         return (
             f'<svg viewBox="0 0 {width} {height}" class="chart" role="img" '
-            'aria-label="no enrolment yet"><text x="50%" y="50%" text-anchor="middle">—</text></svg>'
+            'aria-label="no enrolment yet">'
+            '<text x="50%" y="50%" text-anchor="middle">—</text></svg>'
         )
     days = sorted(dt.date.fromisoformat(p[0]) for p in points)
     start, end = days[0], max(days[-1], days[0] + dt.timedelta(days=30))
@@ -273,7 +274,8 @@ def enrolment_svg(
             coords.append(f"{x(day):.1f},{y(n):.1f}")
         last_day, last_n = s["points"][-1]
         parts.append(
-            f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{" ".join(coords)}"/>'
+            f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
+            f'points="{" ".join(coords)}"/>'
         )
         parts.append(
             f'<text x="{x(last_day) + 4:.1f}" y="{y(last_n) - 4:.1f}" fill="{colour}" '
@@ -315,9 +317,9 @@ def casebook(db: Session, subject: Subject, lang: str) -> dict[str, Any]:
         )
     # visits that exist in the schedule but have no event row yet (unscheduled, end of study)
     for spec in proto.schedule:
-        if spec.kind in ("unscheduled", "end") and (spec.key, 1) not in seen:
-            if subject.status in ("enrolled", "completed", "withdrawn", "lost_to_follow_up"):
-                rows.append(_casebook_row(proto, spec.key, 1, None, [], queries, plang))
+        started = subject.status in ("enrolled", "completed", "withdrawn", "lost_to_follow_up")
+        if spec.kind in ("unscheduled", "end") and (spec.key, 1) not in seen and started:
+            rows.append(_casebook_row(proto, spec.key, 1, None, [], queries, plang))
     form_keys = []
     for spec in proto.schedule:
         for f in spec.forms:

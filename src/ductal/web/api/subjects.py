@@ -21,6 +21,7 @@ from ductal.web.deps import (
     Screener,
     SubjectEditor,
     SubjectIdentity,
+    SubjectRandomiser,
     SubjectScreener,
     SubjectViewer,
     Viewer,
@@ -156,6 +157,17 @@ def enrol(access: SubjectScreener, body: EnrolIn, db: DbSession) -> dict[str, An
         db, subject=access.subject, actor=access.principal.username, enrolled_on=body.enrolled_on
     )
     return subject_out(db, access.subject)
+
+
+@router.post(
+    "/subjects/{study_id}/randomise",
+    summary="Randomise an enrolled subject (concealed list or minimisation); reveals the arm",
+)
+def randomise(access: SubjectRandomiser, db: DbSession) -> dict[str, Any]:
+    from ductal.randomisation import randomise as assign
+
+    done = assign(db, subject=access.subject, actor=access.principal.username)
+    return {**subject_out(db, access.subject), "assignment": done.to_dict()}
 
 
 @router.post("/subjects/{study_id}/status", summary="Withdraw, complete or mark lost")

@@ -1,4 +1,4 @@
-"""Pages: form entry generated from the protocol, and the record actions (query, verify, sign, lock).
+"""Pages: form entry generated from the protocol; record actions (query, verify, sign, lock).
 
 A failed save re-renders the page with the user's own values and every problem beside its field,
 so a draft is never lost; a stale version shows whoever saved first and their values.

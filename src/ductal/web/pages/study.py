@@ -20,6 +20,7 @@ from ductal.web.deps import (
     Reporter,
     Screener,
     SubjectIdentity,
+    SubjectRandomiser,
     SubjectScreener,
     SubjectViewer,
     Viewer,
@@ -183,6 +184,7 @@ def casebook(
             "cb": views.casebook(db, subject, access.principal.language),
             "can_enrol": access.principal.can("enrol", subject.site_id),
             "can_enter": access.principal.can("enter_data", subject.site_id),
+            "can_randomise": access.principal.can("randomise", subject.site_id),
             "can_identity": access.principal.can("identity", subject.site_id),
             "msg": msg,
             "today": dt.date.today().isoformat(),
@@ -214,6 +216,14 @@ def enrol(access: SubjectScreener, db: DbSession, form: FormFields) -> Response:
     return RedirectResponse(f"/subjects/{access.subject.study_id}?msg=enrolled", status_code=303)
 
 
+@router.post("/subjects/{study_id}/randomise")
+def randomise(access: SubjectRandomiser, db: DbSession) -> Response:
+    from ductal.randomisation import randomise as assign
+
+    assign(db, subject=access.subject, actor=access.principal.username)
+    return RedirectResponse(f"/subjects/{access.subject.study_id}?msg=randomised", status_code=303)
+
+
 @router.get("/subjects/{study_id}/identity")
 def identity(request: Request, access: SubjectIdentity, db: DbSession, config: Config) -> Response:
     values = records.get_identity(db, subject=access.subject, vault=config.vault)
@@ -235,7 +245,7 @@ def identity(request: Request, access: SubjectIdentity, db: DbSession, config: C
 def reports(request: Request, protocol_id: str, principal: Reporter, db: DbSession) -> Response:
     records.latest_protocol_version(db, protocol_id)
     try:
-        import ductal.reports.efficacy  # type: ignore[import-not-found]  # noqa: F401
+        import ductal.reports.efficacy  # noqa: F401
 
         installed = True
     except ImportError:

@@ -1,0 +1,259 @@
+"""Build the efficacy report: extract → derive → statistics → figures → HTML (and PDF).
+
+``build_report`` writes ``DIR/report.html``, ``DIR/report.pdf``, ``DIR/figures/*.png`` and
+``DIR/tables/*.csv`` and returns where they are with the time each stage took.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+from sqlalchemy import Engine
+
+from ductal.db import session_scope
+from ductal.errors import ValidationError
+from ductal.outcomes.dataset import AnalysisData, derive
+from ductal.outcomes.extract import extract_study, registered_protocols
+from ductal.reports import descriptive, efficacy, style
+from ductal.reports.i18n import LANGUAGES, t
+from ductal.reports.model import ProtocolReport, Section
+
+HTML_ROWS = 60  # longer tables are cut in the HTML/PDF; the CSV has every row
+STAGES = ("extract", "derive", "statistics", "figures", "render", "pdf")
+
+SectionFn = Callable[[AnalysisData, str], "tuple[Section, dict[str, Any]] | None"]
+SECTIONS: tuple[SectionFn, ...] = (
+    descriptive.consort,
+    descriptive.table_one,
+    efficacy.cr_rate,
+    efficacy.time_to_cr,
+    efficacy.competing,
+    efficacy.relapse,
+    efficacy.subgroups,
+    efficacy.comparison,
+    efficacy.adaptive,
+    descriptive.course,
+    descriptive.safety,
+    descriptive.completeness,
+)
+
+
+@dataclass
+class ReportOutput:
+    """Where the report was written and how long each stage took (seconds)."""
+
+    directory: Path
+    html: Path
+    pdf: Path | None
+    figures: list[Path] = field(default_factory=list)
+    tables: list[Path] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    reports: list[ProtocolReport] = field(default_factory=list)
+    not_computed: list[str] = field(default_factory=list)
+
+
+def analyse(data: AnalysisData, lang: str = "en") -> ProtocolReport:
+    """Return the report of one protocol: every section, computed from the analysis data."""
+    protocol = data.protocol
+    sections: list[Section] = []
+    results: dict[str, Any] = {}
+    if data.screening.empty:
+        empty = Section("overview", t("sec_overview", lang))
+        empty.skip(t("empty_study", lang))
+        sections.append(empty)
+    else:
+        for fn in SECTIONS:
+            out = fn(data, lang)
+            if out is None:
+                continue
+            section, res = out
+            sections.append(section)
+            results[section.key] = res
+    facts = [
+        ("id", f"{protocol.id} {protocol.version}"),
+        ("design", protocol.design),
+        ("registration", protocol.registration or "–"),
+        ("arms", ", ".join(a.label.get(lang) for a in protocol.arms)),
+        (t("screened", lang), str(len(data.screening))),
+        (t("enrolled", lang), str(len(data.subjects))),
+        (
+            "endpoint",
+            f"CR ≤ {data.horizon_days} + {data.horizon_grace_days} d; "
+            f"competing: {', '.join(data.competing) or '–'}",
+        ),
+    ]
+    return ProtocolReport(
+        protocol_id=protocol.id,
+        title=protocol.title.get(lang),
+        description=(protocol.description.get(lang) if protocol.description else ""),
+        facts=facts,
+        sections=sections,
+        results=results,
+    )
+
+
+def _html_table(frame: pd.DataFrame) -> Markup:
+    shown = frame.head(HTML_ROWS)
+    html = shown.to_html(index=False, classes="data", na_rep="–", escape=True, border=0)
+    return Markup(html)
+
+
+def _write_tables(report: ProtocolReport, out: Path) -> tuple[list[Path], list[dict[str, Any]]]:
+    paths = []
+    views = []
+    for section in report.sections:
+        for table in section.tables:
+            name = f"{report.protocol_id}_{table.key}.csv"
+            path = out / "tables" / name
+            (table.csv if table.csv is not None else table.frame).to_csv(path, index=False)
+            paths.append(path)
+            views.append(
+                {
+                    "section": section,
+                    "html": _html_table(table.frame),
+                    "note": table.note,
+                    "more": max(0, len(table.frame) - HTML_ROWS),
+                    "csv_name": name,
+                }
+            )
+    return paths, views
+
+
+def _draw_figures(report: ProtocolReport, out: Path, lang: str) -> list[Path]:
+    paths = []
+    with style.context(lang):
+        for section in report.sections:
+            for spec in section.figures:
+                fig = spec.draw()
+                name = f"{report.protocol_id}_{spec.key}.png"
+                style.save_png(fig, out / "figures" / name)
+                spec.path = f"figures/{name}"
+                paths.append(out / "figures" / name)
+    return paths
+
+
+def build_report(
+    engine: Engine,
+    out_dir: Path | str,
+    *,
+    protocol_ids: Sequence[str] | None = None,
+    lang: str = "en",
+    pdf: bool = True,
+    database_label: str = "",
+) -> ReportOutput:
+    """Write the efficacy report of ``protocol_ids`` (default: every registered protocol)."""
+    if lang not in LANGUAGES:
+        raise ValidationError(
+            "unknown language",
+            problems=[_problem("lang", f"must be one of {', '.join(LANGUAGES)}")],
+        )
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    timings = dict.fromkeys(STAGES, 0.0)
+    output = ReportOutput(directory=out, html=out / "report.html", pdf=None, timings=timings)
+    views: list[dict[str, Any]] = []
+
+    clock = time.perf_counter()
+    with session_scope(engine) as session:
+        ids = list(protocol_ids) if protocol_ids else registered_protocols(session)
+        extracts = [extract_study(session, pid) for pid in ids]
+    timings["extract"] = time.perf_counter() - clock
+
+    for extract in extracts:
+        clock = time.perf_counter()
+        data = derive(extract)
+        timings["derive"] += time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        report = analyse(data, lang)
+        timings["statistics"] += time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        output.figures += _draw_figures(report, out, lang)
+        timings["figures"] += time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        paths, table_views = _write_tables(report, out)
+        output.tables += paths
+        output.reports.append(report)
+        views.append({"report": report, "tables": table_views})
+        for section in report.sections:
+            output.not_computed += [
+                f"{report.protocol_id} / {section.title}: {r}" for r in section.not_computed
+            ]
+        timings["render"] += time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    html = _render_html(views, lang, database_label)
+    output.html.write_text(html, encoding="utf-8")
+    timings["render"] += time.perf_counter() - clock
+
+    if pdf:
+        clock = time.perf_counter()
+        from weasyprint import HTML
+
+        output.pdf = out / "report.pdf"
+        HTML(string=html, base_url=str(out)).write_pdf(output.pdf)
+        timings["pdf"] = time.perf_counter() - clock
+    return output
+
+
+def _problem(field_name: str, message: str) -> Any:
+    from ductal.errors import Problem
+
+    return Problem(field_name, message)
+
+
+def _render_html(views: list[dict[str, Any]], lang: str, database_label: str) -> str:
+    env = Environment(
+        loader=PackageLoader("ductal.reports", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    template = env.get_template("report.html.j2")
+    reports = []
+    for view in views:
+        report: ProtocolReport = view["report"]
+        sections = []
+        for section in report.sections:
+            sections.append(
+                {
+                    "key": section.key,
+                    "title": section.title,
+                    "paragraphs": section.paragraphs,
+                    "tables": [tv for tv in view["tables"] if tv["section"] is section],
+                    "figures": section.figures,
+                    "not_computed": section.not_computed,
+                    "subjects": section.subjects,
+                }
+            )
+        reports.append(
+            {
+                "protocol_id": report.protocol_id,
+                "title": report.title,
+                "description": report.description,
+                "facts": report.facts,
+                "sections": sections,
+            }
+        )
+    title = t("report_title", lang)
+    if len(reports) == 1:
+        title = f"{title}: {reports[0]['title']}"
+    return template.render(
+        title=title,
+        lang=lang,
+        reports=reports,
+        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        database=database_label or "–",
+        t=lambda key, **kw: t(key, lang, **kw),
+    )

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from ductal.errors import ConfigError, DatabaseUnavailable
 
@@ -40,13 +41,19 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(database_url: str, *, echo: bool = False) -> Engine:
-    """Return an engine for ``database_url``; raise :class:`ConfigError` for a malformed URL."""
+def make_engine(database_url: str, *, echo: bool = False, pooled: bool = True) -> Engine:
+    """Return an engine for ``database_url``; raise :class:`ConfigError` for a malformed URL.
+
+    ``pooled=False`` closes each connection when it is released: right for one-shot commands,
+    which then leave no open connection behind.
+    """
     try:
         url = make_url(database_url)
     except ArgumentError as exc:
         raise ConfigError(f"DUCTAL_DATABASE_URL: cannot parse {database_url!r}") from exc
     kwargs: dict[str, Any] = {"echo": echo}
+    if not pooled:
+        kwargs["poolclass"] = NullPool
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)

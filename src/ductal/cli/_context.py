@@ -20,7 +20,7 @@ def settings() -> Settings:
 
 def engine(cfg: Settings, *, require: bool = True) -> Engine:
     """Return an engine on the configured database, checking the schema is current."""
-    eng = make_engine(cfg.database_url)
+    eng = make_engine(cfg.database_url, pooled=False)
     if require:
         require_schema(eng)
     return eng

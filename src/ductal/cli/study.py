@@ -20,7 +20,7 @@ from ductal.synthetic import ACTOR
 def init() -> None:
     """Create or upgrade the database schema (runs the migrations)."""
     cfg = _context.settings()
-    engine = make_engine(cfg.database_url)
+    engine = make_engine(cfg.database_url, pooled=False)
     before = current_revision(engine)
     migrate(engine)
     after = current_revision(engine)
@@ -32,7 +32,7 @@ def init() -> None:
 def _reset_sqlite(path: Path) -> None:
     """Delete a SQLite demo database — refused when anyone but the generator ever wrote to it."""
     if path.exists():
-        engine = make_engine(f"sqlite:///{path}")
+        engine = make_engine(f"sqlite:///{path}", pooled=False)
         try:
             if current_revision(engine) is not None:
                 with engine.connect() as conn:
@@ -71,7 +71,7 @@ def demo(
                 "--reset only deletes SQLite files; empty a PostgreSQL database yourself"
             )
         _reset_sqlite(Path(cfg.database_url.removeprefix("sqlite:///")))
-    engine = make_engine(cfg.database_url)
+    engine = make_engine(cfg.database_url, pooled=False)
     migrate(engine)
     out_dir = out or cfg.data_dir / "demo"
     with Progress(

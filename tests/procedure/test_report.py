@@ -211,4 +211,5 @@ def test_operator_log(study: Engine, tmp_path: Path) -> None:
     for expected in ("Procedure log by operator", "dr_inv", "dr_two", "All operators", "1/2"):
         assert expected in text, expected
     _, text_zh = pdf_text(content_zh)
+    text_zh = "".join(text_zh.split())  # Chinese wraps between any two characters
     assert "术者操作记录汇总" in text_zh and "全部术者" in text_zh

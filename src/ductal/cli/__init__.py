@@ -11,7 +11,18 @@ import sys
 import typer
 
 from ductal import __version__
-from ductal.cli import admin, audit, design, protocols, randomise, serve, stats, study, subjects
+from ductal.cli import (
+    admin,
+    audit,
+    design,
+    protocols,
+    randomise,
+    report,
+    serve,
+    stats,
+    study,
+    subjects,
+)
 from ductal.errors import DuctalError
 
 app = typer.Typer(
@@ -28,6 +39,9 @@ app.add_typer(protocols.app, name="protocols")
 app.add_typer(audit.app, name="audit")
 app.add_typer(stats.app, name="stats")
 app.add_typer(design.app, name="design")
+app.command("report")(report.report)
+app.add_typer(report.dataset_app, name="dataset")
+app.add_typer(report.outcomes_app, name="outcomes")
 app.command("randomise")(randomise.randomise)
 app.add_typer(randomise.app, name="allocation")
 app.command("backup")(admin.backup)

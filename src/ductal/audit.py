@@ -38,32 +38,19 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def entry_digest(
-    *,
-    prev_hash: str,
-    occurred_at: dt.datetime,
-    actor: str,
-    action: str,
-    entity_type: str,
-    entity_id: str,
-    subject_study_id: str | None,
-    site_id: int | None,
-    before: Any,
-    after: Any,
-    reason: str | None,
-) -> str:
-    """Return the SHA-256 that chains an entry to ``prev_hash``."""
+def entry_digest(entry: AuditEntry) -> str:
+    """Return the SHA-256 that chains ``entry`` to the hash stored in its ``prev_hash``."""
     payload = {
-        "prev": prev_hash,
-        "at": occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
-        "actor": actor,
-        "action": action,
-        "entity": [entity_type, entity_id],
-        "subject": subject_study_id,
-        "site": site_id,
-        "before": before,
-        "after": after,
-        "reason": reason,
+        "prev": entry.prev_hash,
+        "at": entry.occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
+        "actor": entry.actor,
+        "action": entry.action,
+        "entity": [entry.entity_type, entry.entity_id],
+        "subject": entry.subject_study_id,
+        "site": entry.site_id,
+        "before": entry.before,
+        "after": entry.after,
+        "reason": entry.reason,
     }
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -106,21 +93,6 @@ def record(
     occurred_at = utcnow()
     if head is not None and occurred_at < head.occurred_at:
         occurred_at = head.occurred_at  # a clock step backwards never reorders the trail
-    safe_before = None if before is None else _json_safe(before)
-    safe_after = None if after is None else _json_safe(after)
-    digest = entry_digest(
-        prev_hash=prev_hash,
-        occurred_at=occurred_at,
-        actor=actor,
-        action=action,
-        entity_type=entity_type,
-        entity_id=str(entity_id),
-        subject_study_id=subject_study_id,
-        site_id=site_id,
-        before=safe_before,
-        after=safe_after,
-        reason=reason,
-    )
     entry = AuditEntry(
         occurred_at=occurred_at,
         actor=actor,
@@ -129,12 +101,12 @@ def record(
         entity_id=str(entity_id),
         subject_study_id=subject_study_id,
         site_id=site_id,
-        before=safe_before,
-        after=safe_after,
+        before=None if before is None else _json_safe(before),
+        after=None if after is None else _json_safe(after),
         reason=reason,
         prev_hash=prev_hash,
-        hash=digest,
     )
+    entry.hash = entry_digest(entry)
     session.add(entry)
     session.flush()
     return entry
@@ -177,19 +149,7 @@ def _walk(entries: Iterable[AuditEntry]) -> ChainReport:
                 f"entry {entry.id} does not follow the entry before it "
                 "(an entry was deleted, inserted or reordered)",
             )
-        expected = entry_digest(
-            prev_hash=entry.prev_hash,
-            occurred_at=entry.occurred_at,
-            actor=entry.actor,
-            action=entry.action,
-            entity_type=entry.entity_type,
-            entity_id=entry.entity_id,
-            subject_study_id=entry.subject_study_id,
-            site_id=entry.site_id,
-            before=entry.before,
-            after=entry.after,
-            reason=entry.reason,
-        )
+        expected = entry_digest(entry)
         if expected != entry.hash:
             return ChainReport(
                 count, prev_hash, entry.id, f"entry {entry.id} was altered after it was written"

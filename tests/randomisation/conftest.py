@@ -35,14 +35,19 @@ def variants() -> list[Protocol]:
     return [ni, builtin_protocol(ADAPTIVE), minimised, small]
 
 
-@pytest.fixture
-def study(engine: Engine) -> Engine:
-    """A database with the protocols registered and one site."""
+def set_up_study(engine: Engine) -> Engine:
+    """Register the protocols and one site in ``engine``'s database; return the engine."""
     with session_scope(engine) as session:
         for protocol in variants():
             records.register_protocol(session, protocol=protocol, actor="setup")
         accounts.create_site(session, code="RIV", name="Riverside", actor="setup")
     return engine
+
+
+@pytest.fixture
+def study(engine: Engine) -> Engine:
+    """A database with the protocols registered and one site."""
+    return set_up_study(engine)
 
 
 def screening(protocol_id: str, severity: str = "mild") -> dict[str, Any]:

@@ -14,6 +14,7 @@ from ductal.cli import _context
 from ductal.db import current_revision, make_engine, migrate
 from ductal.demo import DEMO_PASSWORD, DEMO_USERS, build_demo
 from ductal.errors import ConfigError
+from ductal.reports.build import build_report
 from ductal.synthetic import ACTOR
 
 
@@ -129,6 +130,14 @@ def demo(
         f"audit trail:  {summary.audit_entries} entries, chain head {summary.chain_head[:16]}…"
     )
     typer.echo(f"summary:      {out_dir / 'demo-summary.json'}")
+    report_engine = make_engine(cfg.database_url, pooled=False)
+    try:
+        result = build_report(
+            report_engine, out_dir / "report", database_label=cfg.describe_database()
+        )
+    finally:
+        report_engine.dispose()
+    typer.echo(f"report:       {result.html}  (and {result.pdf}, figures/, tables/)")
     typer.echo("")
     users = ', '.join(u[0] for u in DEMO_USERS)
     typer.echo(f"web sign-in:  users {users}; password {DEMO_PASSWORD}")
@@ -136,3 +145,4 @@ def demo(
     typer.echo("  ductal subjects list --protocol lavage-observational")
     typer.echo("  ductal audit verify")
     typer.echo("  ductal protocols show lavage-vs-steroid-ni")
+    typer.echo(f"  ductal report --lang zh --out {out_dir / 'report-zh'}")

@@ -15,6 +15,7 @@ from ductal.cli import (
     admin,
     audit,
     design,
+    procedure,
     protocols,
     randomise,
     report,
@@ -50,6 +51,7 @@ app.add_typer(admin.keys_app, name="keys")
 app.add_typer(admin.evidence_app, name="evidence")
 app.command("serve")(serve.serve)
 app.add_typer(serve.users, name="users")
+app.add_typer(procedure.app, name="procedure")
 
 
 def _version(value: bool) -> None:

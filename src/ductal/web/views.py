@@ -186,17 +186,18 @@ def dashboard(
         )
         or 0
     )
-    study_ids = {s.study_id for s in subjects}
+    mine = select(Subject.study_id).where(
+        Subject.protocol_id == protocol_id, Subject.site_id.in_(visible)
+    )
     recent = [
         audit_dict(e, codes)
         for e in db.scalars(
             select(AuditEntry)
-            .where(AuditEntry.site_id.in_(visible), AuditEntry.subject_study_id.is_not(None))
+            .where(AuditEntry.subject_study_id.in_(mine))
             .order_by(AuditEntry.id.desc())
-            .limit(200)
+            .limit(12)
         )
-        if e.subject_study_id in study_ids
-    ][:12]
+    ]
     return {
         "protocol": {
             "id": proto.id,
@@ -320,6 +321,8 @@ def casebook(db: Session, subject: Subject, lang: str) -> dict[str, Any]:
         started = subject.status in ("enrolled", "completed", "withdrawn", "lost_to_follow_up")
         if spec.kind in ("unscheduled", "end") and (spec.key, 1) not in seen and started:
             rows.append(_casebook_row(proto, spec.key, 1, None, [], queries, plang))
+    order = {spec.key: i for i, spec in enumerate(proto.schedule)}
+    rows.sort(key=lambda r: (order.get(r["event"], len(order)), r["instance"]))
     form_keys = []
     for spec in proto.schedule:
         for f in spec.forms:

@@ -21,7 +21,7 @@ from ductal.protocols.loader import builtin_protocol
 from ductal.signatures import hash_password
 from ductal.web import views
 from ductal.web.api._common import MAX_PAGE, Body, stream_page
-from ductal.web.deps import Admin, Auditor, Authenticated, Config, DbSession, Reporter, Viewer
+from ductal.web.deps import Admin, Auditor, Authenticated, Config, DbSession, Viewer
 
 router = APIRouter()
 
@@ -78,7 +78,7 @@ def list_sites(principal: Authenticated, db: DbSession) -> dict[str, Any]:
     tags=["protocols"],
     summary="Enrolment per site against target, CONSORT counts, visits due, queries, activity",
 )
-def dashboard(protocol_id: str, principal: Reporter, db: DbSession) -> dict[str, Any]:
+def dashboard(protocol_id: str, principal: Viewer, db: DbSession) -> dict[str, Any]:
     return views.dashboard(db, principal, protocol_id)
 
 

@@ -87,11 +87,14 @@ def _page(
     )
     record = view["record"]
     site = subject.site_id
+    if problems and principal.language.startswith("zh"):
+        problems = _rule_messages_in_chinese(subject, form_key, problems)
     return render(
         request,
         "entry.html",
         {
             "v": view,
+            "protocol_id": subject.protocol_id,
             "values": values if values is not None else (record["data"] if record else {}),
             "problems": problems or {},
             "error": error,
@@ -112,6 +115,15 @@ def _page(
         },
         status=status,
     )
+
+
+def _rule_messages_in_chinese(
+    subject: Any, form_key: str, problems: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    # the records service reports rule messages in English; the protocol carries their Chinese
+    form = records.subject_protocol(subject).form(form_key)
+    zh = {r.message.en: r.message.get("zh") for r in form.rules}
+    return {k: [zh.get(m, m) for m in msgs] for k, msgs in problems.items()}
 
 
 def _queries_by_field(record: dict[str, Any] | None) -> dict[str, list[dict[str, Any]]]:

@@ -45,7 +45,7 @@ def home(principal: Viewer, db: DbSession) -> Response:
 
 
 @router.get("/studies/{protocol_id}")
-def dashboard(request: Request, protocol_id: str, principal: Reporter, db: DbSession) -> Response:
+def dashboard(request: Request, protocol_id: str, principal: Viewer, db: DbSession) -> Response:
     data = views.dashboard(db, principal, protocol_id)
     return render(
         request,
@@ -179,6 +179,7 @@ def casebook(
         "casebook.html",
         {
             "s": views.subject_dict(subject, codes),
+            "protocol_id": subject.protocol_id,
             "protocol_title": proto.title.get(views.protocol_text_lang(access.principal.language)),
             "randomised": proto.is_randomised,
             "cb": views.casebook(db, subject, access.principal.language),

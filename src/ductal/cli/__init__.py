@@ -15,6 +15,7 @@ from ductal.cli import (
     admin,
     audit,
     design,
+    exchange,
     procedure,
     protocols,
     randomise,
@@ -52,6 +53,8 @@ app.add_typer(admin.evidence_app, name="evidence")
 app.command("serve")(serve.serve)
 app.add_typer(serve.users, name="users")
 app.add_typer(procedure.app, name="procedure")
+app.add_typer(exchange.export_app, name="export")
+app.add_typer(exchange.import_app, name="import")
 
 
 def _version(value: bool) -> None:

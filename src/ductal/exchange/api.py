@@ -270,19 +270,23 @@ def export_fhir(
 def _analysis_tables(
     session: Session, protocol: Protocol
 ) -> dict[str, tuple[pd.DataFrame, statpackages.Codebook]]:
-    try:
-        from ductal.outcomes import dataset  # the analysis dataset, when it has landed
-    except ImportError as exc:  # pragma: no cover - depends on another package's progress
-        raise NotFound("the analysis dataset (ductal.outcomes.dataset) is not available") from exc
-    builder = getattr(dataset, "analysis_dataset", None) or getattr(dataset, "build_dataset", None)
-    if builder is None:  # pragma: no cover
-        raise NotFound("ductal.outcomes.dataset has no analysis_dataset()")
-    frame = builder(session, protocol.id)
-    if not isinstance(frame, pd.DataFrame):
-        frame = getattr(frame, "frame", None) or getattr(frame, "data", None)
-    if not isinstance(frame, pd.DataFrame):  # pragma: no cover
-        raise NotFound("the analysis dataset did not return a DataFrame")
-    return {"analysis": (frame, statpackages.Codebook(label=f"{protocol.id} analysis dataset"))}
+    """Return the analysis datasets of :mod:`ductal.outcomes` (subjects, assessments, AEs)."""
+    from ductal.outcomes.dataset import derive
+    from ductal.outcomes.extract import extract_study
+
+    data = derive(extract_study(session, protocol.id))
+    tables: dict[str, tuple[pd.DataFrame, statpackages.Codebook]] = {}
+    for name, frame in (
+        ("subjects", data.subjects),
+        ("assessments", data.assessments),
+        ("adverse_events", data.adverse_events),
+    ):
+        book = statpackages.Codebook(
+            label=f"{protocol.id} analysis dataset: {name.replace('_', ' ')}",
+            variable_labels={c: c.replace("_", " ") for c in frame.columns},
+        )
+        tables[name] = (frame, book)
+    return tables
 
 
 def export_stat(
@@ -308,8 +312,9 @@ def export_stat(
         if deid.options.hash_ids or deid.options.shift_dates:
             raise ValidationError("hashing ids and shifting dates apply to raw forms only")
         tables = _analysis_tables(session, protocol)
-        count = len(next(iter(tables.values()))[0])
-        notes.append("analysis dataset from ductal.outcomes")
+        count = len(tables["subjects"][0])
+        notes.append("analysis datasets from ductal.outcomes (subjects, assessments, adverse "
+                     "events); variable labels are the column names")
     else:
         subjects = _subjects(session, protocol, deid, study_ids)
         if progress is not None:

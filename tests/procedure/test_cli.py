@@ -45,9 +45,7 @@ def test_blank_site_sheet(
     study: Engine, env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_file = tmp_path / "sheet.pdf"
-    code, _, err = run(
-        capsys, "procedure", "instructions", "--lang", "zh", "--out", str(out_file)
-    )
+    code, _, err = run(capsys, "procedure", "instructions", "--lang", "zh", "--out", str(out_file))
     assert code == 0, err
     pages, text = pdf_text(out_file.read_bytes())
     assert pages <= 2 and "+44 20 7946 0000" in text and "患者须知" in text

@@ -16,7 +16,7 @@ from ductal.db import session_scope
 from ductal.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from ductal.models import AuditEntry, Event, FormRecord
 from ductal.procedure import checks as checks_service
-from ductal.procedure.record import read_image, save_procedure, store_image
+from ductal.procedure.record import read_image, save_lavage_session, save_procedure, store_image
 
 from .conftest import FIRST, TODAY, at, checks, enrolled, procedure
 
@@ -287,3 +287,47 @@ def test_images_are_stored_by_checksum_and_verified(study: Engine, tmp_path: Pat
         read_image(uploads, ref)
     with pytest.raises(ValidationError):
         store_image(uploads, b"")
+
+
+def test_lavage_session_service(study: Engine) -> None:
+    with session_scope(study) as session:
+        subject = enrolled(session, culture="positive", infection=1)
+        infusion = {
+            "session_date": FIRST.isoformat(),
+            "session_number": 1,
+            "procedure": "infusion",
+            "steroid_agent": "dexamethasone",
+            "steroid_dose_mg": 5,
+            "antibiotic_added": 0,
+        }
+        with pytest.raises(Conflict, match="no_checks"):
+            save_lavage_session(
+                session, subject=subject, data=infusion, actor="dr_inv", today=TODAY
+            )
+        checks_service.record_checks(
+            session, subject=subject, data=checks(), actor="coord", today=TODAY
+        )
+        outcome = save_lavage_session(
+            session, subject=subject, data=infusion, actor="dr_inv", today=TODAY
+        )
+        assert [f.key for f in outcome.findings] == ["antibiotic_expected"]
+        assert outcome.course_dates[0] == (1, FIRST)
+        massage = {
+            "session_date": (FIRST + dt.timedelta(days=1)).isoformat(),
+            "session_number": 2,
+            "procedure": "massage",
+        }
+        # a massage starts nothing: no checks needed that day
+        second = save_lavage_session(
+            session, subject=subject, data=massage, actor="coord", today=TODAY
+        )
+        assert second.checks is None and second.findings == [] and second.course_dates == []
+        assert second.record.event_id == outcome.record.event_id
+        with pytest.raises(ValidationError):
+            save_lavage_session(
+                session,
+                subject=subject,
+                data={**massage, "session_number": 0},
+                actor="coord",
+                today=TODAY,
+            )

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from ductal import accounts, audit, records
 from ductal.errors import Conflict, NotFound, PermissionDenied, Problem, ValidationError
 from ductal.models import AuditEntry, FormRecord, Subject
-from ductal.procedure import pathology
+from ductal.procedure import course, pathology
 from ductal.procedure.rules import Finding, evaluate, procedure_settings
 from ductal.protocols.model import Protocol
 from ductal.vault import Vault
@@ -134,7 +134,10 @@ def record_checks(
     form_key = settings.checks_form
     event_key = _treatment_event(protocol, form_key)
     day = _date(data.get("check_date"))
-    instance = session_event_instance(session, subject, event_key, day) if day else 1
+    if day is None or not course.recorded_sessions(session, subject):
+        instance = 1  # before the course starts, the checks belong to its first visit
+    else:
+        instance = session_event_instance(session, subject, event_key, day)
     record = records.save_form(
         session,
         subject=subject,

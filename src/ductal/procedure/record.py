@@ -262,16 +262,20 @@ def save_procedure(
         else checks.require_may_start(session, subject=subject, day=day)
     )
     event_key = checks._treatment_event(protocol, settings.record_form)
+    instance: int | None = None
     if existing is not None:
         event = session.get(Event, existing.event_id)
         assert event is not None
         event_instance, instance = event.instance, existing.instance
         old = dict(existing.data)
-    else:
-        event_instance = checks.session_event_instance(session, subject, event_key, day)
+    first = course.recorded_sessions(session, subject) == [] and settings.course is not None
+    if existing is None:
+        # the first session opens the course: it is the first visit, whatever enrolment planned
+        event_instance = (
+            1 if first else checks.session_event_instance(session, subject, event_key, day)
+        )
         instance = None
         old = {}
-    first = course.recorded_sessions(session, subject) == [] and settings.course is not None
     record = records.save_form(
         session,
         subject=subject,
@@ -304,3 +308,67 @@ def save_procedure(
     if first:
         dates = course.schedule_course(session, subject=subject, first_session=day, actor=actor)
     return ProcedureOutcome(record, findings, report, pending, dates)
+
+
+@dataclass(frozen=True)
+class LavageOutcome:
+    """What saving a lavage course session did: the record, rule findings, course dates."""
+
+    record: FormRecord
+    findings: list[Finding]
+    checks: checks.CheckReport | None
+    course_dates: list[tuple[int, dt.date]] = field(default_factory=list)
+
+
+def save_lavage_session(
+    session: Session,
+    *,
+    subject: Subject,
+    data: Mapping[str, Any],
+    actor: str,
+    event_instance: int | None = None,
+    vault: Vault | None = None,
+    today: dt.date | None = None,
+    lang: str = "en",
+) -> LavageOutcome:
+    """Save a new ``lavage_session`` record (an infusion or a massage visit of the course).
+
+    An infusion is a session being started, so the day's pre-session checks must leave no
+    block open, as for a ductoscopy. The regimen rules raise their queries, and the first
+    session of the course dates the course.
+    """
+    protocol = records.subject_protocol(subject)
+    settings = procedure_settings(protocol)
+    course_def = settings.course
+    if course_def is None:
+        raise NotFound(f"protocol {protocol.id} defines no lavage course")
+    form = protocol.form(course_def.form)
+    context = records.validation_context(session, subject, vault)
+    clean, problems = validate_form_data(form, data, context=context, today=today, lang=lang)
+    if problems:
+        raise ValidationError(f"form {form.key} has {len(problems)} problem(s)", problems=problems)
+    day = dt.date.fromisoformat(clean[course_def.date_field])
+    report = None
+    if clean.get(course_def.field) == course_def.steps[0].code:
+        report = checks.require_may_start(session, subject=subject, day=day)
+    first = course.recorded_sessions(session, subject) == []
+    # the first session opens the course: it is the first visit, whatever enrolment planned
+    instance = event_instance or (
+        1 if first else checks.session_event_instance(session, subject, course_def.event, day)
+    )
+    record = records.save_form(
+        session,
+        subject=subject,
+        form_key=course_def.form,
+        data=data,
+        actor=actor,
+        event_key=course_def.event,
+        event_instance=instance,
+        vault=vault,
+        today=today,
+    )
+    findings = regimen.check_record(session, record=record, actor=actor, lang=lang)
+    dates: list[tuple[int, dt.date]] = []
+    if first:
+        dates = course.schedule_course(session, subject=subject, first_session=day, actor=actor)
+    return LavageOutcome(record, findings, report, dates)

@@ -163,7 +163,6 @@ def cr_rate(data: AnalysisData, lang: str) -> tuple[Section, dict[str, Any]]:
                         t("events_n", lang): f"{events}/{n} ({pct(res.estimate)})",
                         t("p_value", lang): pval(res.p_value),
                         t("test", lang): str(res.test_method),
-                        t("source", lang): b.source,
                     }
                 )
                 test_csv.append(
@@ -184,7 +183,8 @@ def cr_rate(data: AnalysisData, lang: str) -> tuple[Section, dict[str, Any]]:
                 "cr_rate_benchmarks",
                 f"{title}: {t('benchmark', lang)}",
                 pd.DataFrame(test_rows),
-                note=f"{t('population', lang)}: {t('pop_itt', lang)}.",
+                note=f"{t('population', lang)}: {t('pop_itt', lang)}. {t('source', lang)}: "
+                + "; ".join(dict.fromkeys(f"{b.label.get(lang)}: {b.source}" for b in benchmarks)),
                 csv=pd.DataFrame(test_csv),
             )
         )
@@ -634,6 +634,19 @@ def _cox(data: AnalysisData, lang: str, sec: Section, results: dict[str, Any]) -
         return
     s = data.subjects
     use = s[s["itt"] & s["time_months"].notna()].copy()
+    # an arm without a single CR makes the likelihood monotone (hazard ratio 0): leave it out
+    events_by_arm = use.groupby("arm")["cr_event"].sum()
+    no_cr = [str(k) for k, v in events_by_arm.items() if v == 0]
+    if no_cr:
+        left_out = use[use["arm"].isin(no_cr)]
+        sec.skip(
+            f"{t('cox_title', lang)}: {', '.join(no_cr)}: {t('nc_no_events', lang)}",
+            list(left_out["study_id"]),
+        )
+        use = use[~use["arm"].isin(no_cr)]
+    if use.empty or use["cr_event"].sum() == 0:
+        sec.skip(t("nc_cox", lang, why=t("nc_no_events", lang)))
+        return
     frame = pd.DataFrame(
         {
             "time": use["time_months"].to_numpy(float),
@@ -644,7 +657,7 @@ def _cox(data: AnalysisData, lang: str, sec: Section, results: dict[str, Any]) -
             "age (per 10 years)": use["age"].to_numpy(float) / 10,
         }
     )
-    arm_list = arms(data, lang)
+    arm_list = [(k, lab) for k, lab in arms(data, lang) if k not in no_cr]
     for key, label in arm_list[1:]:
         frame[f"{label} (vs {arm_list[0][1]})"] = (use["arm"] == key).astype(float).to_numpy()
     covariates = [c for c in frame.columns[2:] if frame[c].notna().all() and frame[c].nunique() > 1]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import Engine
 
 from ductal import accounts, records
@@ -24,8 +25,12 @@ KNOWN_PHONE = "+00 555 0147 2290"
 @dataclass(frozen=True)
 class Study:
     engine: Engine
-    vault: Vault
+    vault_key: str
     known_study_id: str
+
+    @property
+    def vault(self) -> Vault:
+        return Vault(self.vault_key)
 
 
 def screening(**overrides: object) -> dict[str, object]:
@@ -44,8 +49,9 @@ def screening(**overrides: object) -> dict[str, object]:
     return data
 
 
-def build_study(engine: Engine, vault: Vault, *, n_subjects: int = 4) -> Study:
+def build_study(engine: Engine, vault_key: str, *, n_subjects: int = 4) -> Study:
     """Register the protocols, two sites, a seeded cohort and one subject with the known name."""
+    vault = Vault(vault_key)
     with session_scope(engine) as session:
         for protocol in builtin_protocols():
             records.register_protocol(session, protocol=protocol, actor="setup")
@@ -78,12 +84,12 @@ def build_study(engine: Engine, vault: Vault, *, n_subjects: int = 4) -> Study:
         )
         records.enrol(session, subject=subject, actor="coord", enrolled_on=dt.date(2020, 3, 2))
         study_id = subject.study_id
-    return Study(engine=engine, vault=vault, known_study_id=study_id)
+    return Study(engine=engine, vault_key=vault_key, known_study_id=study_id)
 
 
 @pytest.fixture
-def study(engine: Engine, vault: Vault) -> Study:
-    return build_study(engine, vault)
+def study(engine: Engine) -> Study:
+    return build_study(engine, Fernet.generate_key().decode())
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

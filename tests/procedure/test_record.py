@@ -57,6 +57,7 @@ def test_full_procedure_is_saved(study: Engine) -> None:
         assert outcome.course_dates[0] == (1, FIRST)
         assert outcome.course_dates[-1] == (7, dt.date(2026, 2, 10))
         lavage = [e for e in records.subject_events(session, subject) if e.event_key == "lavage"]
+        assert outcome.record.event_id == lavage[0].id  # the first session is the first visit
         assert [(e.instance, e.scheduled_on, e.window_start, e.window_end) for e in lavage][:2] == [
             (1, FIRST, dt.date(2026, 1, 28), dt.date(2026, 1, 30)),
             (2, dt.date(2026, 1, 31), dt.date(2026, 1, 30), dt.date(2026, 2, 1)),

@@ -6,6 +6,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ductal.errors import ValidationError
 from ductal.randomisation import lists
@@ -113,3 +115,24 @@ def test_fresh_master_seeds_differ_and_fit_the_seed_column() -> None:
     seeds = {lists.fresh_master_seed() for _ in range(5)}
     assert len(seeds) == 5
     assert all(0 <= s < 2**128 and len(str(s)) <= 64 for s in seeds)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ratios=st.lists(st.integers(1, 3), min_size=1, max_size=4),
+    multiples=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    seed=st.integers(0, 2**64),
+    key=st.text(min_size=1, max_size=20),
+)
+def test_any_ratios_and_sizes_give_balanced_blocks(
+    ratios: list[int], multiples: list[int], seed: int, key: str
+) -> None:
+    arms = [f"arm{i}" for i in range(len(ratios))]
+    sizes = [m * sum(ratios) for m in multiples]
+    slots = lists.allocation_list(lists.derive_seed(seed, key), arms, ratios, sizes, min_slots=40)
+    assert len(slots) >= 40
+    for content in _blocks(slots).values():
+        assert len(content) in sizes
+        counts = Counter(content)
+        reps = len(content) // sum(ratios)
+        assert all(counts[a] == r * reps for a, r in zip(arms, ratios, strict=True))

@@ -180,7 +180,7 @@ def closed_arms(session: Session, protocol_id: str) -> set[str]:
         select(AuditEntry)
         .where(
             AuditEntry.entity_type == _ARM_ENTITY,
-            AuditEntry.entity_id.like(f"{protocol_id}:%"),
+            AuditEntry.entity_id.startswith(f"{protocol_id}:", autoescape=True),
         )
         .order_by(AuditEntry.id)
     )

@@ -7,8 +7,9 @@ Beta(a_i + x_i, b_i + n_i - x_i). Two quantities drive the adaptive rules:
 * P(arm i is best) = integral over p of f_i(p) prod_{j != i} F_j(p), over the active arms. It is
   computed by Simpson's rule on a fixed grid that is uniform on the arcsine scale p = sin^2(u)
   (the binomial variance-stabilising scale, so every posterior spans about the same number of
-  cells whatever its mean, and the Jacobian removes the endpoint singularities of priors with
-  a or b < 1), with exact Beta CDFs and densities at the grid points, then scaled so that the
+  cells whatever its mean, and the Jacobian removes the endpoint singularities of densities
+  with a or b in [1/2, 1)), with exact Beta CDFs and densities at the grid points, then scaled
+  so that the
   active arms sum to one. With 256 cells the error is below 1e-5 for the posteriors met in
   practice (tests compare with adaptive quadrature).
 
@@ -25,20 +26,19 @@ _BLOCK = 2048  # rows per block when evaluating on the grid (bounds memory)
 
 
 def _grid(cells: int = GRID_CELLS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Return grid points p, log p, log(1 - p) and Simpson weights times dp/du."""
+    """Return grid points p = sin^2 u, log sin u, log cos u and Simpson weights in u."""
     u = np.linspace(0.0, np.pi / 2, cells + 1)
-    h = u[1] - u[0]
     w = np.ones(cells + 1)
     w[1:-1:2] = 4.0
     w[2:-1:2] = 2.0
-    w *= h / 3.0 * np.sin(2 * u)  # dp/du = 2 sin u cos u
-    p = np.sin(u) ** 2
+    w *= (u[1] - u[0]) / 3.0
     with np.errstate(divide="ignore"):
-        logp, logq = np.log(p), np.log1p(-p)
-    return p, logp, logq, w
+        log_sin, log_cos = np.log(np.sin(u)), np.log(np.cos(u))
+    log_cos[-1] = -np.inf
+    return np.sin(u) ** 2, log_sin, log_cos, w
 
 
-_GRID, _LOGP, _LOGQ, _WEIGHTS = _grid()
+_GRID, _LOG_SIN, _LOG_COS, _WEIGHTS = _grid()
 
 
 def prob_above(a: np.ndarray, b: np.ndarray, threshold: float) -> np.ndarray:
@@ -50,11 +50,33 @@ def _rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return Beta CDFs and Simpson-weighted densities on the grid, one row per (a, b)."""
     a, b = a[:, None], b[:, None]
     cdf = special.betainc(a, b, _GRID[None, :])
+    return cdf, _density_u(a, b)
+
+
+def _density_u(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Return the Beta(a, b) density on the u scale times the Simpson weights.
+
+    On u, with p = sin^2 u, the density is 2 sin^(2a-1) u cos^(2b-1) u / B(a, b): finite at
+    both ends whenever a, b >= 1/2 (an infinite end point, a or b < 1/2 with no responders or
+    no non-responders, is given weight 0).
+    """
     with np.errstate(invalid="ignore", over="ignore"):
-        logpdf = special.xlogy(a - 1, _GRID) + special.xlog1py(b - 1, -_GRID)
-        dens = np.exp(logpdf - special.betaln(a, b)) * _WEIGHTS[None, :]
-    dens[~np.isfinite(dens)] = 0.0  # end points where the density is infinite carry weight 0
-    return cdf, dens
+        log_d = (
+            np.log(2.0)
+            + _xlog(2 * a - 1, _LOG_SIN)
+            + _xlog(2 * b - 1, _LOG_COS)
+            - special.betaln(a, b)
+        )
+        dens = np.exp(log_d) * _WEIGHTS[None, :]
+    dens[~np.isfinite(dens)] = 0.0
+    return np.asarray(dens)
+
+
+def _xlog(c: np.ndarray, log_v: np.ndarray) -> np.ndarray:
+    """Return c * log_v with 0 * -inf taken as 0."""
+    with np.errstate(invalid="ignore"):
+        out = c * log_v[None, :]
+    return np.asarray(np.where(c == 0, 0.0, out))
 
 
 def _best_from_rows(f: np.ndarray, g: np.ndarray, active: np.ndarray) -> np.ndarray:
@@ -239,10 +261,7 @@ def prob_difference_above(
     keys = np.stack([a1, b1, a2, b2], axis=1)
     uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
     ua1, ub1, ua2, ub2 = (uniq[:, i : i + 1] for i in range(4))
-    with np.errstate(invalid="ignore", over="ignore"):
-        logpdf = special.xlogy(ua2 - 1, _GRID) + special.xlog1py(ub2 - 1, -_GRID)
-        dens = np.exp(logpdf - special.betaln(ua2, ub2)) * _WEIGHTS[None, :]
-    dens[~np.isfinite(dens)] = 0.0
+    dens = _density_u(ua2, ub2)
     shifted = np.clip(_GRID + delta, 0.0, 1.0)
     tail = special.betaincc(ua1, ub1, shifted[None, :])
     out = np.clip((dens * tail).sum(axis=1), 0.0, 1.0)

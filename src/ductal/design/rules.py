@@ -8,6 +8,8 @@ its simulated operating characteristics follow exactly the same rules:
    (``final_bound`` at the final look), stop and select that arm;
 2. inadequate response: drop an active arm whose P(rate > threshold) is below the bound;
 3. inferiority: drop an active arm (of at least two) whose P(best) is below the bound;
+   keep-best (interim looks only): keep the ``arms`` active non-control arms with the highest
+   posterior mean (ties to the arm listed first) and drop the other non-control arms;
 4. if no arm is left the trial stops; if one is left of several it is selected, and the
    trial stops at once when ``stop_when_one_arm_left`` (otherwise at the final look).
 
@@ -33,8 +35,12 @@ STOP_REASONS = {
     ALL_DROPPED: "all arms dropped",
     FINAL: "final look reached",
 }
-KEPT, INADEQUATE, INFERIOR = 0, 1, 2
-DROP_REASONS = {INADEQUATE: "inadequate response", INFERIOR: "inferiority"}
+KEPT, INADEQUATE, INFERIOR, NOT_BEST = 0, 1, 2, 3
+DROP_REASONS = {
+    INADEQUATE: "inadequate response",
+    INFERIOR: "inferiority",
+    NOT_BEST: "not among the best arms",
+}
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ class Plan:
     efficacy: tuple[float, float] | None
     noninferiority: tuple[int, int, float, float] | None
     stop_when_one_arm_left: bool
+    keep_best: int | None = None
 
     @property
     def k(self) -> int:
@@ -110,6 +117,7 @@ def compile_design(design: AdaptiveDesign) -> Plan:
             else (ids.index(ni.arm), ids.index(ni.reference), ni.margin, ni.bound)
         ),
         stop_when_one_arm_left=rules.stop_when_one_arm_left,
+        keep_best=None if rules.keep_best is None else rules.keep_best.arms,
     )
 
 
@@ -154,8 +162,12 @@ def decide(
     p_best: np.ndarray | None,
     *,
     final: bool,
+    mean: np.ndarray | None = None,
 ) -> LookResult:
-    """Apply the rules at one look; ``active`` is the arms still in each trial before it."""
+    """Apply the rules at one look; ``active`` is the arms still in each trial before it.
+
+    ``mean`` (posterior means) is needed only by the keep-best rule.
+    """
     m, k = active.shape
     rows = np.arange(m)
     n_active = active.sum(axis=1)
@@ -176,6 +188,13 @@ def decide(
         several = (n_active >= 2)[:, None]
         mask = active & going & several & (drop == KEPT) & (p_best < plan.inferiority)
         drop[mask] = INFERIOR
+    if plan.keep_best is not None and mean is not None and not final:
+        candidate = active & going & (drop == KEPT) & ~plan.control
+        score = np.where(candidate, mean, -np.inf)
+        order = np.argsort(-score, axis=1, kind="stable")
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.arange(k)[None, :], axis=1)
+        drop[candidate & (rank >= plan.keep_best)] = NOT_BEST
     left = active & (drop == KEPT)
     n_left = left.sum(axis=1)
     cont = stop == CONTINUE
@@ -285,7 +304,8 @@ def assess_arms(
     n = np.array([[counts[a][1] for a in plan.arm_ids]], dtype=float)
     act = np.array([[active is None or a in active for a in plan.arm_ids]])
     above, best = posteriors(plan, x, n, act)
-    result = decide(plan, act, above, best, final=final)
+    mean = (plan.a0 + x) / (plan.a0 + plan.b0 + n)
+    result = decide(plan, act, above, best, final=final, mean=mean)
     out: list[ArmAssessment] = []
     stop = int(result.stop[0])
     for i, arm_id in enumerate(plan.arm_ids):
@@ -326,6 +346,8 @@ def _drop_reason(plan: Plan, code: int) -> str:
         return f"inadequate response: P(rate > {thr}) < {bound}"
     if code == INFERIOR and plan.inferiority is not None:
         return f"inferiority: P(best) < {plan.inferiority}"
+    if code == NOT_BEST and plan.keep_best is not None:
+        return f"not among the {plan.keep_best} best arms by posterior mean"
     return DROP_REASONS.get(code, "dropped")
 
 

@@ -78,6 +78,7 @@ def summarise(design: AdaptiveDesign, plan: Plan, index: int, stats: ChunkStats)
                 "p_dropped": float(stats.dropped[i].sum() / t),
                 "p_dropped_inadequate": float(stats.dropped[i, :, 0].sum() / t),
                 "p_dropped_inferior": float(stats.dropped[i, :, 1].sum() / t),
+                "p_dropped_not_best": float(stats.dropped[i, :, 2].sum() / t),
                 "p_dropped_by_look": [float(v) for v in stats.dropped[i].sum(axis=1) / t],
                 "p_efficacious": float(stats.efficacious[i] / t),
                 "expected_n": mean_n,

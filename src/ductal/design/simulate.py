@@ -26,7 +26,7 @@ class ChunkStats:
     selected: np.ndarray  # (K,) times each arm was selected
     selected_best: int  # selected arm had the highest true rate
     efficacious: np.ndarray  # (K,)
-    dropped: np.ndarray  # (K, looks, 2): inadequate response, inferiority
+    dropped: np.ndarray  # (K, looks, 3): inadequate response, inferiority, not among the best
     stop_look: np.ndarray  # (looks,)
     stop_reason: np.ndarray  # (5,) indexed by the codes in rules
     n_hist: np.ndarray  # (K, max_n + 1)
@@ -86,7 +86,7 @@ def simulate_chunk(
     stop_look = np.zeros(trials, dtype=np.int64)
     stop_reason = np.zeros(trials, dtype=np.int64)
     selected = np.full(trials, -1, dtype=np.int64)
-    dropped = np.zeros((k, n_looks, 2), dtype=np.int64)
+    dropped = np.zeros((k, n_looks, 3), dtype=np.int64)
     efficacious = np.zeros((trials, k), dtype=bool)
     ni_success = np.zeros(trials, dtype=bool)
     previous = 0
@@ -101,8 +101,11 @@ def simulate_chunk(
         x[idx] += rng.binomial(counts, rates)
         act = active[idx]
         above, best = R.posteriors(plan, x[idx], n[idx], act, draws=draws, rng=draw_rng)
-        res = R.decide(plan, act, above, best, final=final)
-        for reason in (R.INADEQUATE, R.INFERIOR):
+        mean = None
+        if plan.keep_best is not None:
+            mean = (plan.a0 + x[idx]) / (plan.a0 + plan.b0 + n[idx])
+        res = R.decide(plan, act, above, best, final=final, mean=mean)
+        for reason in (R.INADEQUATE, R.INFERIOR, R.NOT_BEST):
             dropped[:, look_index, reason - 1] += (res.drop == reason).sum(axis=0)
         act = act & (res.drop == R.KEPT)
         active[idx] = act

@@ -82,6 +82,10 @@ class SuperiorityRule(_Strict):
     )
 
 
+class KeepBestRule(_Strict):
+    arms: int = Field(ge=1, description="Non-control arms kept at each interim look.")
+
+
 class NonInferiorityRule(_Strict):
     arm: str
     reference: str
@@ -97,6 +101,11 @@ class Rules(_Strict):
     superiority: SuperiorityRule | None = None
     efficacy: ThresholdRule | None = Field(
         None, description="At its end, an arm is efficacious when P(rate > threshold) >= bound."
+    )
+    keep_best: KeepBestRule | None = Field(
+        None,
+        description="At interim looks keep only this many non-control arms, those with the "
+        "highest posterior mean (ties: the arm listed first); as rpact's 'best'/'rBest'.",
     )
     noninferiority: NonInferiorityRule | None = None
     stop_when_one_arm_left: bool = True
@@ -188,7 +197,7 @@ def _semantic_problems(d: AdaptiveDesign) -> list[Problem]:
         )
     rules = d.rules
     if k == 1:
-        for name in ("inferiority", "superiority", "noninferiority"):
+        for name in ("inferiority", "superiority", "noninferiority", "keep_best"):
             if getattr(rules, name) is not None:
                 problems.append(Problem(f"rules.{name}", "needs at least two arms"))
         if rules.efficacy is None:

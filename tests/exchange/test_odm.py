@@ -87,9 +87,28 @@ def _subject() -> SubjectData:
             FormData(
                 "lavage",
                 "lavage_session",
-                {"session_date": "2018-01-03", "session_number": 1, "procedure": "massage"},
+                {
+                    "session_date": "2018-01-03",
+                    "session_number": 1,
+                    "procedure": "infusion",
+                    "steroid_agent": "dexamethasone",
+                    "steroid_dose_mg": 5.0,
+                    "antibiotic_added": 0,
+                },
                 event_instance=2,
                 instance=2,
+            ),
+            FormData(
+                "unscheduled",
+                "adverse_event",
+                {
+                    "term": "pain",
+                    "onset_date": "2018-01-05",
+                    "ctcae_grade": 1,
+                    "serious": 0,
+                    "relatedness": "possible",
+                    "outcome": "recovered",
+                },
             ),
         ],
     )

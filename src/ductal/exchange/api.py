@@ -313,8 +313,10 @@ def export_stat(
             raise ValidationError("hashing ids and shifting dates apply to raw forms only")
         tables = _analysis_tables(session, protocol)
         count = len(tables["subjects"][0])
-        notes.append("analysis datasets from ductal.outcomes (subjects, assessments, adverse "
-                     "events); variable labels are the column names")
+        notes.append(
+            "analysis datasets from ductal.outcomes (subjects, assessments, adverse "
+            "events); variable labels are the column names"
+        )
     else:
         subjects = _subjects(session, protocol, deid, study_ids)
         if progress is not None:

@@ -41,7 +41,7 @@ _KEY_LABELS = {
     "instance": "Instance of the form",
     "form_status": "Form status",
 }
-_NAME_LIMIT = {"sas": 32, "spss": 64, "stata": 30, "csv": 10_000}  # readstat: Stata labels need 30
+_NAME_LIMIT = {"sas": 32, "spss": 64, "stata": 28, "csv": 10_000}  # label set = name + index
 _LABEL_LIMIT = {"sas": 256, "spss": 256, "stata": 80, "csv": 10_000}
 
 

@@ -49,6 +49,7 @@ MINIMISATION_LIST = "minimisation"
 _ARMS_MARK = "|arms="
 _CLAIM_ATTEMPTS = 20
 _ARM_ENTITY = "randomisation_arm"
+_KEY_LENGTH = 128  # RandomisationList.stratum and Subject.stratum
 
 
 @dataclass(frozen=True)
@@ -640,6 +641,11 @@ def randomise(
     label = stratum_label(levels)
     arms = open_arms(session, protocol, active_arms)
     key = _list_key(protocol, label, arms)
+    if len(key) > _KEY_LENGTH:
+        raise ValidationError(
+            "stratum too long to store",
+            problems=[Problem("strata", f"list key {key!r} exceeds {_KEY_LENGTH} characters")],
+        )
     lst = _get_list(session, protocol.id, key, lock=True)
     if lst is None:
         master = _master_seed(session, protocol.id)

@@ -57,8 +57,8 @@ VISIT_DAYS = {30: "month_1", 60: "month_2", 90: "month_3", 180: "month_6", 270: 
 class _Study:
     """Builds a StudyExtract for lavage-vs-steroid-ni from per-subject form lists."""
 
-    def __init__(self) -> None:
-        self.protocol = builtin_protocol("lavage-vs-steroid-ni")
+    def __init__(self, protocol_id: str = "lavage-vs-steroid-ni") -> None:
+        self.protocol = builtin_protocol(protocol_id)
         self.subjects: list[tuple[Any, ...]] = []
         self.records: list[tuple[Any, ...]] = []
         self.events: list[tuple[Any, ...]] = []
@@ -262,3 +262,35 @@ def test_export_csv_and_parquet(data: AnalysisData, tmp_path: Path) -> None:
     assert list(back["study_id"]) == list(data.subjects["study_id"])
     csv = pd.read_csv(tmp_path / "lavage-vs-steroid-ni_assessments.csv")
     assert len(csv) == len(data.assessments)
+
+
+@pytest.mark.parametrize(
+    ("protocol_id", "therapy", "status"),
+    [
+        pytest.param("lavage-observational", "surgery", 2, id="obs-surgery"),
+        pytest.param("lavage-observational", "systemic_steroid", 2, id="obs-systemic-steroid"),
+        pytest.param("lavage-observational", "methotrexate", 2, id="obs-methotrexate"),
+        pytest.param("lavage-observational", "drainage", 1, id="obs-drainage-not-competing"),
+        pytest.param("lavage-vs-steroid-ni", "methotrexate", 2, id="ni-methotrexate"),
+        # oral steroid is the comparator treatment in this trial, not a competing event
+        pytest.param("lavage-vs-steroid-ni", "systemic_steroid", 1, id="ni-steroid-not-competing"),
+        pytest.param("refractory-igm-adaptive", "surgery", 2, id="adaptive-surgery"),
+        pytest.param("refractory-igm-adaptive", "methotrexate", 1, id="adaptive-mtx-is-arm-c"),
+    ],
+)
+def test_each_competing_event(protocol_id: str, therapy: str, status: int) -> None:
+    study = _Study(protocol_id)
+    arm = study.protocol.arms[0].key
+    study.add("S", arm=arm, visits=[_visit(30), _cr(90)], rescue=[(45, therapy)], treated=False)
+    row = _row(study.derive(), "S")
+    assert row["status_code"] == status
+    assert row["time_days"] == (45.0 if status == 2 else 90.0)
+    assert row["competing_event"] == (therapy if status == 2 else None)
+    assert row["rescue_therapy"] == therapy
+
+
+def test_competing_event_on_the_day_of_cr_counts_as_cr() -> None:
+    study = _Study("lavage-observational")
+    study.add("TIE", visits=[_cr(60)], rescue=[(60, "surgery")], treated=False)
+    row = _row(study.derive(), "TIE")
+    assert (row["status_code"], row["time_days"]) == (1, 60.0)

@@ -758,7 +758,7 @@ def comparison(data: AnalysisData, lang: str) -> tuple[Section, dict[str, Any]] 
             csv_rows.append({"population": which, **res.to_dict()})
             forest_rows.append(
                 figures.ForestRow(
-                    f"{_pop_label(which, lang)} · {method}",
+                    f"{_pop_label(which, lang)} · {method.capitalize()}",
                     res.estimate,
                     res.lower,
                     res.upper,
@@ -793,6 +793,8 @@ def comparison(data: AnalysisData, lang: str) -> tuple[Section, dict[str, Any]] 
                     forest_rows,
                     xlabel=t("difference_axis", lang, a=names[arm_keys[0]], b=names[arm_keys[1]]),
                     reference=margin,
+                    percent=False,
+                    points=True,
                     reference_label=f"{t('margin', lang)} {num(100 * margin)}",
                     x_limits=(lo, hi),
                 ),

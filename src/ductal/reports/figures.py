@@ -149,6 +149,7 @@ def forest(
     reference_label: str = "",
     x_limits: tuple[float, float] = (0.0, 1.0),
     percent: bool = True,
+    points: bool = False,
     ax: Axes | None = None,
 ) -> Figure:
     """Draw a forest plot: one row per estimate with its interval, labels on the left."""
@@ -192,7 +193,9 @@ def forest(
     ax.set_xlim(*x_limits)
     if percent:
         ax.xaxis.set_major_formatter(lambda v, _pos: f"{100 * v:.0f}%")
-    ax.set_xlabel(xlabel)
+    elif points:
+        ax.xaxis.set_major_formatter(lambda v, _pos: f"{100 * v:+.0f}" if v else "0")
+    ax.set_xlabel(textwrap.fill(xlabel, 70))
     ax.grid(axis="x", color="#E5E5E5", lw=0.5)
     ax.spines["left"].set_visible(False)
     ax.tick_params(axis="y", length=0)
@@ -201,7 +204,7 @@ def forest(
             v for r in rows for v in (r.lower, r.estimate, *(r.band or ())) if not math.isnan(v)
         ]
         if lows:
-            ax.set_xlim(max(0.0, math.floor(10 * min(lows) - 0.5) / 10), 1.0)
+            ax.set_xlim(max(0.0, math.floor(10 * min(lows) - 0.5) / 10), 1.02)
     texts = [r.text for r in rows]
     if any(texts):
         right = ax.secondary_yaxis("right")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,52 @@ def test_bad_input_is_one_clear_error(
     assert err.startswith("error: ")
     assert f"- {field}:" in err
     assert "Traceback" not in err
+
+
+def test_simulate_builtin_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(
+        capsys, "simulate", "builtin:lavage-pilot", "--trials", "2000", "--seed", "1", "--json"
+    )
+    data = json.loads(out)
+    assert code == 0
+    assert data["seed"] == 1 and data["trials"] == 2000
+    assert [s["scenario"] for s in data["scenarios"]] == ["null", "target", "published"]
+    assert data["scenarios"][0]["type_i_error"] is not None
+
+
+def test_simulate_text_and_list(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "list")
+    assert code == 0 and "builtin:refractory-igm-adaptive" in out
+    code, out, _ = _run(
+        capsys,
+        "simulate",
+        "builtin:lavage-vs-steroid-ni",
+        "--trials",
+        "500",
+        "--scenario",
+        "planned",
+    )
+    assert code == 0
+    assert "[planned] power" in out
+
+
+def test_simulate_bad_design_names_the_path(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "name: bad\narms: [{id: A}, {id: B}]\nlooks: [40, 20]\n"
+        "scenarios:\n  - {name: s1, rates: {A: 0.5, B: 0.5}}\n  - {name: s2, rates: {A: 0.5}}\n"
+    )
+    code, _, err = _run(capsys, "simulate", str(path), "--trials", "10")
+    assert code == 1
+    assert "- looks[1]:" in err
+    assert "- scenarios[1].rates.B:" in err
+    assert "Traceback" not in err
+
+
+def test_simulate_workers_and_scheduler_conflict(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(
+        capsys, "simulate", "builtin:lavage-pilot", "--workers", "2", "--scheduler", "tcp://x:1"
+    )
+    assert code == 1 and "- workers:" in err

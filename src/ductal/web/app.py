@@ -7,6 +7,8 @@ API lives under ``/api/v1`` with its OpenAPI document at ``/api/v1/openapi.json`
 
 from __future__ import annotations
 
+import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -102,9 +104,10 @@ def create_app(
         docs_url=None,  # the interactive docs load scripts from a CDN: not here
         redoc_url=None,
     )
+    engine = engine or make_engine(settings.database_url)
     config = WebConfig(
         settings=settings,
-        engine=engine or make_engine(settings.database_url),
+        engine=engine,
         vault=Vault(settings.vault_key),
         policy=options.policy,
         jinja=_jinja(),
@@ -115,6 +118,7 @@ def create_app(
             else options.secure_cookies
         ),
         max_body_bytes=options.max_body_bytes,
+        sqlite_lock=threading.Lock() if engine.dialect.name == "sqlite" else nullcontext(),
     )
     app.state.ductal = config
 

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from jinja2 import Environment
 from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from ductal.config import Settings
 from ductal.db import session_scope
 from ductal.errors import DuctalError, NotAuthenticated, NotFound, PermissionDenied
-from ductal.models import DataQuery, FormRecord, Subject
+from ductal.models import DataQuery, FormRecord, ProtocolVersion, Subject
 from ductal.vault import Vault
 from ductal.web.access import PUBLIC, Principal
 from ductal.web.auth import AuthPolicy, session_principal, token_principal
@@ -48,7 +49,7 @@ class WebConfig:
     secure_cookies: bool
     max_body_bytes: int
     page_size: int = 100
-    extra: dict[str, Any] = field(default_factory=dict)
+    sqlite_lock: AbstractContextManager[Any] = field(default_factory=nullcontext)
 
 
 def _config(request: Request) -> WebConfig:
@@ -60,7 +61,10 @@ Config = Annotated[WebConfig, Depends(_config)]
 
 
 def _db(config: Config) -> Iterator[Session]:
-    with session_scope(config.engine) as session:
+    # SQLite admits one writer at a time and ductal begins every transaction IMMEDIATE; waiting
+    # on a lock here queues the worker threads instead of leaving them to SQLite's busy-sleep,
+    # whose growing back-off gives a long latency tail under concurrent load
+    with config.sqlite_lock, session_scope(config.engine) as session:
         yield session
 
 
@@ -183,11 +187,18 @@ def _check(principal: Principal, site_id: int, permission: str, missing: str) ->
         raise _denied(permission)
 
 
+# the protocol is parsed once per process and cached by its digest: do not load the stored
+# definition (tens of kilobytes of JSON) on every request
+_LEAN_PROTOCOL = joinedload(Subject.protocol_version).defer(ProtocolVersion.definition)
+
+
 def subject_access(permission: str) -> Callable[..., SubjectAccess]:
     """Return the dependency loading ``{study_id}`` if the user holds ``permission`` at its site."""
 
     def dependency(study_id: str, principal: CurrentPrincipal, db: DbSession) -> SubjectAccess:
-        subject = db.scalar(select(Subject).where(Subject.study_id == study_id))
+        subject = db.scalar(
+            select(Subject).where(Subject.study_id == study_id).options(_LEAN_PROTOCOL)
+        )
         missing = f"no subject {study_id!r}"
         if subject is None:
             raise NotFound(missing)

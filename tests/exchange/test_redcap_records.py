@@ -293,3 +293,21 @@ def test_malformed_records_are_reported_never_crash(
         assert issue.where.startswith("row ")
     for item in subjects:
         assert item.subject.study_id
+
+
+def test_rule_broken_on_a_saved_form_is_reported_on_its_row(study: Engine) -> None:
+    add_cohort(study, "lavage-observational", 3, seed=8)
+    protocol = builtin_protocol("lavage-observational")
+    rows = _cells(_rename(_export(study, "lavage-observational"), "LAV", "IMP"))
+    col = {name: i for i, name in enumerate(rows[0])}
+    target = next(
+        n
+        for n, row in enumerate(rows[1:], start=2)
+        if row[1] == "screening_arm_1" and row[col["consent_signed"]] == "1"
+    )
+    # consent more than 30 days before screening breaks a cross-field rule of the form
+    rows[target - 1][col["consent_date"]] = "2001-01-01"
+    with pytest.raises(ValidationError) as caught, session_scope(study) as session:
+        import_records(session, protocol=protocol, text=_join(rows), actor="importer", today=TODAY)
+    problem = next(p for p in caught.value.problems if "consent" in p.message.lower())
+    assert problem.field.startswith(f"row {target} ")

@@ -95,7 +95,7 @@ def _write_subject(
             step = fd
             if fd is screening[0]:
                 continue
-            records.save_form(
+            saved = records.save_form(
                 session,
                 subject=subject,
                 form_key=fd.form,
@@ -104,9 +104,15 @@ def _write_subject(
                 event_key=fd.event,
                 event_instance=fd.event_instance,
                 instance=fd.instance,
-                allow_incomplete=fd.status == "incomplete",
+                allow_incomplete=True,
                 today=today,
             )
+            if saved.status == "incomplete" and fd.status != "incomplete":
+                report.warning(
+                    f"row {located.form_lines.get(id(fd), located.line)}",
+                    f"{subject_data.study_id} {fd.form}",
+                    "required answers are missing; stored as incomplete",
+                )
         if wanted in ("completed", "withdrawn", "lost_to_follow_up") and subject.status != wanted:
             records.change_status(
                 session,

@@ -34,14 +34,13 @@ from typing import Any, TextIO
 
 from sqlalchemy.orm import Session
 
-from ductal import records
 from ductal.exchange.importing import Located, write_subjects
 from ductal.exchange.redcap_dictionary import SUBJECT_FIELDS, SUBJECT_FORM, variable_names
 from ductal.exchange.report import ImportReport
 from ductal.exchange.study_data import FormData, SubjectData
 from ductal.models import SUBJECT_STATUSES
 from ductal.protocols.model import FieldDef, FormDef, Protocol, ScheduledEvent
-from ductal.protocols.validation import validate_form_data
+from ductal.protocols.validation import coerce_value
 
 __all__ = [
     "FIXED_COLUMNS",
@@ -297,6 +296,7 @@ def read_records(
         if name not in layout.index:
             report.warning("row 1", name, "unknown column, ignored")
     has_events = "redcap_event_name" in where_in
+    plans = {form.key: _FormPlan(layout, form, where_in) for form in protocol.forms}
     subjects: dict[str, Located] = {}
     seen_rows: dict[tuple[str, str, str, str], int] = {}
     try:
@@ -311,6 +311,7 @@ def read_records(
                 continue
             _read_row(
                 layout,
+                plans,
                 header,
                 where_in,
                 values,
@@ -333,6 +334,7 @@ def _cell(values: list[str], where_in: dict[str, int], name: str) -> str:
 
 def _read_row(
     layout: RecordsLayout,
+    plans: dict[str, _FormPlan],
     header: list[str],
     where_in: dict[str, int],
     values: list[str],
@@ -389,13 +391,9 @@ def _read_row(
             report.error(where, "ductal_arm", f"{subject.arm!r} is not one of {', '.join(arms)}")
     forms = [instrument] if instrument else [f.key for f in protocol.forms if not f.repeating]
     for form_key in forms:
-        form = protocol.form(form_key)
-        bad: list[tuple[str, str]] = []
-        raw, has_value = _raw_form(layout, form, values, where_in, bad)
-        for name, message in bad:
-            report.error(where, name, message)
-        complete_text = _cell(values, where_in, f"{form_key}_complete")
-        if not has_value and complete_text in ("", "0"):
+        plan = plans[form_key]
+        complete_text = values[plan.complete].strip() if plan.complete >= 0 else ""
+        if not any(values[i] for i in plan.used) and complete_text in ("", "0"):
             continue
         spec = event
         if spec is None:
@@ -411,20 +409,7 @@ def _read_row(
             report.error(where, f"{form_key}_complete", f"{complete_text!r} is not 0, 1 or 2")
             continue
         status = "incomplete" if complete_text == "0" else "complete"
-        clean, problems = validate_form_data(form, raw, today=today)
-        names = {c.field.key: c.name for c in layout.forms[form_key]}
-        for problem in problems:
-            if status == "incomplete" and problem.message == records.REQUIRED_MESSAGE:
-                continue
-            if problem.message == records.REQUIRED_MESSAGE:
-                status = "incomplete"
-                report.warning(
-                    where,
-                    names.get(problem.field, problem.field),
-                    "is required; the form is imported as incomplete",
-                )
-                continue
-            report.error(where, names.get(problem.field, problem.field), problem.message)
+        clean = _form_values(plan, values, where, report)
         fd = FormData(
             event=spec.key,
             event_instance=occurrence,
@@ -472,35 +457,66 @@ def _read_subject_fields(
             report.error(where, name, f"{text!r} is not a date (YYYY-MM-DD)")
 
 
-def _raw_form(
-    layout: RecordsLayout,
-    form: FormDef,
-    values: list[str],
-    where_in: dict[str, int],
-    bad: list[tuple[str, str]],
-) -> tuple[dict[str, Any], bool]:
-    raw: dict[str, Any] = {}
-    has_value = False
-    for column in layout.forms[form.key]:
-        if column.kind == "calc":
-            continue
+class _FormPlan:
+    """Where each field of one form is in the header, found once per file."""
+
+    __slots__ = ("columns", "complete", "used")
+
+    def __init__(self, layout: RecordsLayout, form: FormDef, where_in: dict[str, int]) -> None:
+        self.columns: list[tuple[_Column, list[int]]] = []
+        for column in layout.forms[form.key]:
+            if column.kind == "calc":
+                continue  # computed again when saved
+            self.columns.append((column, [where_in.get(name, -1) for name in column.columns]))
+        self.used = [i for _, idx in self.columns for i in idx if i >= 0]
+        self.complete = where_in.get(f"{form.key}_complete", -1)
+
+
+def _form_values(
+    plan: _FormPlan, values: list[str], where: str, report: ImportReport
+) -> dict[str, Any]:
+    """Return the form's values in storage types; each bad value is reported on its column.
+
+    Values are checked one by one here (type, date format, code list, range); branching,
+    required answers and cross-field rules are checked when the form is saved through the
+    records service, with the same row numbers.
+    """
+    data: dict[str, Any] = {}
+    for column, indices in plan.columns:
+        definition = column.field
         if column.kind == "multi_choice":
             ticked = []
-            for choice, name in zip(column.field.choices, column.columns, strict=True):
-                cell = _cell(values, where_in, name)
+            for choice, i in zip(definition.choices, indices, strict=True):
+                cell = values[i].strip() if i >= 0 else ""
                 if cell == "1":
                     ticked.append(choice.code)
                 elif cell not in ("", "0"):
-                    bad.append((name, f"{cell!r} is not 0 or 1 (checkbox)"))
+                    report.error(
+                        where,
+                        f"{column.name}___{choice.code}",
+                        f"{cell!r} is not 0 or 1 (checkbox)",
+                    )
             if ticked:
-                raw[column.field.key] = ticked
-                has_value = True
+                data[definition.key] = ticked
             continue
-        cell = _cell(values, where_in, column.name)
-        if cell:
-            raw[column.field.key] = cell
-            has_value = True
-    return raw, has_value
+        i = indices[0]
+        cell = values[i].strip() if i >= 0 else ""
+        if not cell:
+            continue
+        try:
+            value = coerce_value(definition, cell)
+        except ValueError as exc:
+            report.error(where, column.name, str(exc))
+            continue
+        if column.kind in ("integer", "number"):
+            if definition.min is not None and value < definition.min:
+                report.error(where, column.name, f"must be at least {definition.min:g}")
+                continue
+            if definition.max is not None and value > definition.max:
+                report.error(where, column.name, f"must be at most {definition.max:g}")
+                continue
+        data[definition.key] = value
+    return data
 
 
 def import_records(

@@ -87,7 +87,8 @@ def _date(value: Any) -> dt.date | None:
     return None
 
 
-def _treatment_event(protocol: Protocol, form_key: str) -> str:
+def treatment_event(protocol: Protocol, form_key: str) -> str:
+    """Return the key of the (treatment) event at which the protocol collects ``form_key``."""
     for spec in protocol.schedule:
         if form_key in spec.forms and spec.kind == "treatment":
             return spec.key
@@ -132,7 +133,7 @@ def record_checks(
     protocol = records.subject_protocol(subject)
     settings = procedure_settings(protocol)
     form_key = settings.checks_form
-    event_key = _treatment_event(protocol, form_key)
+    event_key = treatment_event(protocol, form_key)
     day = _date(data.get("check_date"))
     if day is None or not course.recorded_sessions(session, subject):
         instance = 1  # before the course starts, the checks belong to its first visit

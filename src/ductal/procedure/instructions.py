@@ -16,7 +16,7 @@ from typing import Literal
 from sqlalchemy.orm import Session
 
 from ductal import accounts, records
-from ductal.errors import NotFound, PermissionDenied, Problem, ValidationError
+from ductal.errors import NotFound, PermissionDenied, Problem, ProtocolError, ValidationError
 from ductal.models import Site, Subject
 from ductal.procedure._render import css_text, html_to_pdf, render
 from ductal.procedure.rules import max_minutes, procedure_settings
@@ -117,7 +117,7 @@ def _protocol_numbers(protocol: Protocol | None) -> tuple[int, int]:
     limit = max_minutes(protocol)
     try:
         days = procedure_settings(protocol).pathology.due_days
-    except Exception:
+    except ProtocolError:  # a protocol without procedure rules uses the defaults
         days = DEFAULT_RESULTS_DAYS
     return (int(limit) if limit else DEFAULT_MAX_MINUTES), days
 

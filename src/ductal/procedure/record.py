@@ -261,7 +261,7 @@ def save_procedure(
         if existing is not None
         else checks.require_may_start(session, subject=subject, day=day)
     )
-    event_key = checks._treatment_event(protocol, settings.record_form)
+    event_key = checks.treatment_event(protocol, settings.record_form)
     instance: int | None = None
     if existing is not None:
         event = session.get(Event, existing.event_id)

@@ -202,17 +202,15 @@ def prob_best_counts(
     m, k = x.shape
     if m == 0:
         return np.zeros((0, k))
-    keys = np.concatenate([x, n, active], axis=1)
-    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-    ux, un, uact = uniq[:, :k], uniq[:, k : 2 * k], uniq[:, 2 * k :] > 0
-    out = np.empty((uniq.shape[0], k))
+    ux, un, uact, inverse = _unique_rows(x, n, active)
+    out = np.empty((ux.shape[0], k))
     tables = []
     for i in range(k):
         key = (float(a0[i]), float(b0[i]))
         if key not in _TABLES:
             _TABLES[key] = _CountTable(*key)
         tables.append(_TABLES[key])
-    for start in range(0, uniq.shape[0], _BLOCK):
+    for start in range(0, ux.shape[0], _BLOCK):
         sl = slice(start, start + _BLOCK)
         rows = np.stack([tables[i].lookup(ux[sl, i], un[sl, i]) for i in range(k)], axis=1)
         f = np.empty((rows.shape[0], k, _GRID.size), dtype=np.float32)
@@ -221,7 +219,53 @@ def prob_best_counts(
             f[:, i] = tables[i].cdf[rows[:, i]]
             g[:, i] = tables[i].dens[rows[:, i]]
         out[sl] = _best_from_rows(f, g, uact[sl])
-    return out[inverse.ravel()]
+    return out[inverse]
+
+
+def _unique_rows(
+    x: np.ndarray, n: np.ndarray, active: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return the distinct rows of (x, n, active) and the index of each row among them.
+
+    Rows are packed into one integer when they fit in 62 bits (much faster than a row-wise
+    unique), otherwise compared as rows.
+    """
+    k = x.shape[1]
+    base = int(n.max()) + 1 if n.size else 1
+    if k * np.log2(2.0 * base * base) < 62:
+        code = np.zeros(x.shape[0], dtype=np.int64)
+        for i in range(k):
+            code = code * (2 * base * base) + (x[:, i] * base + n[:, i]) * 2 + active[:, i]
+        _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+        return x[first], n[first], active[first], inverse.ravel()
+    keys = np.concatenate([x, n, active], axis=1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    return uniq[:, :k], uniq[:, k : 2 * k], uniq[:, 2 * k :] > 0, inverse.ravel()
+
+
+_ABOVE: dict[tuple[float, float, float], np.ndarray] = {}
+
+
+def prob_above_counts(
+    a0: np.ndarray, b0: np.ndarray, x: np.ndarray, n: np.ndarray, threshold: float
+) -> np.ndarray:
+    """Return P(rate > threshold) for counts x of n per arm, caching each (x, n) per process."""
+    out = np.empty(x.shape)
+    flat = n * (n + 1) // 2 + x
+    for i in range(x.shape[1]):
+        key = (float(a0[i]), float(b0[i]), float(threshold))
+        cache = _ABOVE.get(key, np.empty(0))
+        need = int(flat[:, i].max()) + 1 if flat.shape[0] else 0
+        if need > cache.size:
+            top = int(np.ceil((np.sqrt(8 * need + 1) - 1) / 2)) + 1  # rows for n up to top
+            size = max(top * (top + 1) // 2, 2 * cache.size)
+            nn = np.repeat(np.arange(top + 1), np.arange(1, top + 2))[:size]
+            xx = np.arange(nn.size) - nn * (nn + 1) // 2
+            grown = special.betaincc(a0[i] + xx, b0[i] + nn - xx, threshold)
+            cache = np.asarray(grown, dtype=float)
+            _ABOVE[key] = cache
+        out[:, i] = cache[flat[:, i]]
+    return out
 
 
 def monte_carlo(

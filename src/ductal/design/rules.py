@@ -9,7 +9,8 @@ its simulated operating characteristics follow exactly the same rules:
 2. inadequate response: drop an active arm whose P(rate > threshold) is below the bound;
 3. inferiority: drop an active arm (of at least two) whose P(best) is below the bound;
    keep-best (interim looks only): keep the ``arms`` active non-control arms with the highest
-   posterior mean (ties to the arm listed first) and drop the other non-control arms;
+   posterior mean (ties broken at random in simulation, as rpact does; to the arm listed first
+   in :func:`assess_arms`) and drop the other non-control arms;
 4. if no arm is left the trial stops; if one is left of several it is selected, and the
    trial stops at once when ``stop_when_one_arm_left`` (otherwise at the final look).
 
@@ -150,7 +151,12 @@ def posteriors(
             raise ValueError("Monte Carlo posteriors need a Generator")
         mc_above, mc_best = posterior.monte_carlo(a, b, active, threshold, draws, rng)
         return mc_above, (mc_best if plan.comparative else None)
-    above = None if threshold is None else posterior.prob_above(a, b, threshold)
+    above = None
+    if threshold is not None:
+        if np.issubdtype(np.asarray(x).dtype, np.integer):
+            above = posterior.prob_above_counts(plan.a0, plan.b0, x, n, threshold)
+        else:
+            above = posterior.prob_above(a, b, threshold)
     best = posterior.prob_best_counts(plan.a0, plan.b0, x, n, active) if plan.comparative else None
     return above, best
 
@@ -163,10 +169,12 @@ def decide(
     *,
     final: bool,
     mean: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
 ) -> LookResult:
     """Apply the rules at one look; ``active`` is the arms still in each trial before it.
 
-    ``mean`` (posterior means) is needed only by the keep-best rule.
+    ``mean`` (posterior means) is needed only by the keep-best rule, which breaks ties at random
+    with ``rng`` (as rpact does) or, without one, in favour of the arm listed first.
     """
     m, k = active.shape
     rows = np.arange(m)
@@ -191,7 +199,8 @@ def decide(
     if plan.keep_best is not None and mean is not None and not final:
         candidate = active & going & (drop == KEPT) & ~plan.control
         score = np.where(candidate, mean, -np.inf)
-        order = np.argsort(-score, axis=1, kind="stable")
+        ties = np.zeros(score.shape) if rng is None else rng.random(score.shape)
+        order = np.lexsort((ties, -score), axis=1)
         rank = np.empty_like(order)
         np.put_along_axis(rank, order, np.arange(k)[None, :], axis=1)
         drop[candidate & (rank >= plan.keep_best)] = NOT_BEST

@@ -104,7 +104,7 @@ def simulate_chunk(
         mean = None
         if plan.keep_best is not None:
             mean = (plan.a0 + x[idx]) / (plan.a0 + plan.b0 + n[idx])
-        res = R.decide(plan, act, above, best, final=final, mean=mean)
+        res = R.decide(plan, act, above, best, final=final, mean=mean, rng=rng)
         for reason in (R.INADEQUATE, R.INFERIOR, R.NOT_BEST):
             dropped[:, look_index, reason - 1] += (res.drop == reason).sum(axis=0)
         act = act & (res.drop == R.KEPT)

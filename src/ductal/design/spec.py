@@ -105,7 +105,7 @@ class Rules(_Strict):
     keep_best: KeepBestRule | None = Field(
         None,
         description="At interim looks keep only this many non-control arms, those with the "
-        "highest posterior mean (ties: the arm listed first); as rpact's 'best'/'rBest'.",
+        "highest posterior mean (ties at random); as rpact's 'best'/'rBest' selection.",
     )
     noninferiority: NonInferiorityRule | None = None
     stop_when_one_arm_left: bool = True

@@ -32,12 +32,12 @@ for (selection in c("best", "rBest")) {
     )
     if (selection == "rBest") args$rValue <- 2
     sim <- do.call(getSimulationMultiArmRates, args)
-    # selectedArms[stage, arm (treatments then control), scenario]
+    # selectedArms[stage, scenario, arm (treatments then control)]
     out[[length(out) + 1]] <- list(
       selection = selection, keep = if (selection == "rBest") 2 else 1,
       scenario = sc$name, control = sc$control, treatments = sc$treatments,
       iterations = iterations,
-      selectedStage2 = as.numeric(sim$selectedArms[2, 1:3, 1]),
+      selectedStage2 = as.numeric(sim$selectedArms[2, 1, 1:3]),
       expectedNumberOfSubjects = sim$expectedNumberOfSubjects[1],
       futilityStop = sim$futilityStop[1]
     )

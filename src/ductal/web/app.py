@@ -31,12 +31,12 @@ from ductal.web.i18n import Translator, load_translations
 
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
+    (b"x-frame-options", b"SAMEORIGIN"),
     (b"referrer-policy", b"same-origin"),
     (
         b"content-security-policy",
         b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-        b"img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'self'; "
+        b"img-src 'self' data:; object-src 'none'; frame-ancestors 'self'; base-uri 'self'; "
         b"form-action 'self'",
     ),
 ]

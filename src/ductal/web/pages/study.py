@@ -17,7 +17,6 @@ from ductal.web.deps import (
     Config,
     DbSession,
     FormFields,
-    Reporter,
     Screener,
     SubjectIdentity,
     SubjectRandomiser,
@@ -239,24 +238,4 @@ def identity(request: Request, access: SubjectIdentity, db: DbSession, config: C
     )
     return render(
         request, "identity.html", {"study_id": access.subject.study_id, "identity": values}
-    )
-
-
-@router.get("/studies/{protocol_id}/reports")
-def reports(request: Request, protocol_id: str, principal: Reporter, db: DbSession) -> Response:
-    records.latest_protocol_version(db, protocol_id)
-    try:
-        import ductal.reports.efficacy  # noqa: F401
-
-        installed = True
-    except ImportError:
-        installed = False
-    return render(
-        request,
-        "reports.html",
-        {
-            "protocol_id": protocol_id,
-            "protocols": views.protocols(db, principal.language),
-            "installed": installed,
-        },
     )

@@ -122,3 +122,44 @@ def test_any_dataframe_with_a_codebook_can_be_written(tmp_path: Path) -> None:
         back = reader.read(convert_categoricals=True)
     assert back["arm"].tolist() == ["Lavage", "Steroid"]
     assert back["cr"].tolist() == [1.0, 0.0]
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "haven_baseline.json"
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()[:10]
+    if isinstance(value, float):
+        return None if value != value else value  # NaN is missing
+    return value
+
+
+@pytest.mark.parametrize(
+    ("fmt", "reader", "name"),
+    [
+        pytest.param("stata", pyreadstat.read_dta, "baseline.dta", id="stata"),
+        pytest.param("spss", pyreadstat.read_sav, "baseline.sav", id="spss"),
+        pytest.param("sas", pyreadstat.read_xport, "baseline.xpt", id="sas"),
+    ],
+)
+def test_files_read_as_r_haven_reads_them(
+    tmp_path: Path, fmt: str, reader: object, name: str
+) -> None:
+    """R's haven (tests/exchange/r/read_stat_exports.R) saw these values and labels."""
+    import json
+
+    expected = json.loads(FIXTURE.read_text())[fmt]
+    write_tables(_tables(), tmp_path, fmt)  # type: ignore[arg-type]
+    frame, meta = reader(tmp_path / name)  # type: ignore[operator]
+    assert list(frame.columns) == list(expected)
+    for column, seen in expected.items():
+        assert meta.column_names_to_labels[column] == seen["label"], column
+        ours = [_plain(v) for v in frame[column]]
+        theirs = seen["values"]
+        if any(isinstance(v, float) for v in ours):
+            assert ours == pytest.approx(theirs, rel=1e-12, abs=0), column
+        else:
+            assert ours == [t if t != "" else None for t in theirs] or ours == theirs, column
+        labels = {float(k): v for k, v in (seen["value_labels"] or {}).items()}
+        assert meta.variable_value_labels.get(column, {}) == labels, column

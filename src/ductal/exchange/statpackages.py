@@ -130,9 +130,14 @@ def form_tables(
                 columns[f.key] = values
             book.variable_labels[f.key] = label
         frame = pd.DataFrame(columns)
+        kinds = {f.key: f.type for f in form.fields}
         for name in frame.columns:
-            if name in book.value_labels or name in ("event_instance", "instance"):
+            kind = kinds.get(name)
+            whole = kind == "integer" or name in ("event_instance", "instance")
+            if whole or name in book.value_labels:
                 frame[name] = frame[name].astype("Int64")
+            elif kind in ("number", "calc"):
+                frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
         if wide:
             frame, book = _widen(frame, book)
         tables[form.key] = (frame, book)

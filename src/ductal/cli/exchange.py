@@ -45,7 +45,7 @@ _JSON = typer.Option(False, "--json", help="Print JSON instead of lines.")
 
 
 @contextmanager
-def _bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
+def _bar(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
     with Progress(
         TextColumn("{task.description:<20}"),
         BarColumn(),
@@ -265,7 +265,12 @@ def import_redcap(
         raise typer.BadParameter("give --dictionary, --records or --from")
     dictionary_text = dictionary.read_text(encoding="utf-8-sig") if dictionary else None
     records_text = records_csv.read_text(encoding="utf-8-sig") if records_csv else None
-    rows = records_text.count("\n") if records_text else 0
+    # one step per subject: the distinct record ids (first column) of the records file
+    rows = (
+        len({line.split(",", 1)[0] for line in records_text.splitlines()[1:]})
+        if records_text
+        else None
+    )
     cfg = _context.settings()
     engine = _context.engine(cfg)
     with session_scope(engine) as session, _bar("import redcap", rows) as progress:
@@ -294,7 +299,7 @@ def import_odm(
     """Import an ODM file (schema, OIDs and values checked): all or nothing unless --partial."""
     cfg = _context.settings()
     engine = _context.engine(cfg)
-    with session_scope(engine) as session, _bar("import odm", 0) as progress:
+    with session_scope(engine) as session, _bar("import odm", None) as progress:
         registered, report = api.import_odm_file(
             session,
             path=path,

@@ -1,0 +1,33 @@
+"""Load: ``ductal serve`` with several workers under concurrent clients loses and doubles nothing.
+
+A short run of :mod:`tests.trust.loadgen` (``benchmarks/load_web.py`` is the long one).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ductal.db import make_engine
+from tests.trust import loadgen
+
+
+@pytest.mark.slow
+def test_concurrent_clients_lose_and_double_nothing(database_url: str, tmp_path: Path) -> None:
+    tokens = loadgen.prepare(database_url, clients=8)
+    with loadgen.serving(database_url, tmp_path / "data", workers=2) as server:
+        result = loadgen.drive(server.base, tokens, seconds=4.0)
+    summary = result.summary()
+    ledger = result.ledger
+    assert summary["requests"] > 50, summary
+    assert ledger.records and ledger.arms, summary  # forms entered and subjects randomised
+    assert any(v > 1 for v in ledger.records.values()), "no edit was acknowledged"
+    # only optimistic-lock conflicts may be refused; nothing unexplained
+    unexpected = {k: n for k, n in ledger.errors.items() if "409" not in k}
+    assert unexpected == {}, summary
+    engine = make_engine(database_url)
+    try:
+        assert loadgen.check(engine, ledger) == []
+    finally:
+        engine.dispose()

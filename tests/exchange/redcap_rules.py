@@ -76,6 +76,8 @@ def redcap_problems(text: str) -> list[str]:
             current = form
         if not NAME.match(form):
             problems.append(f"bad form name {form!r}")
+        if any(len(cell.encode()) > 65_535 for cell in r):
+            problems.append(f"{name}: a cell is longer than REDCap's 65,535-byte text column")
         if kind not in TYPES:
             problems.append(f"{name}: unknown type {kind}")
         if kind == "text" and validation not in VALIDATIONS:

@@ -286,3 +286,24 @@ def test_identity_only_for_admin_and_audited(client: TestClient, world: World) -
     assert ok.json()["identity"]["name"] == "Test Person"
     stats = client.get(f"/api/v1/subjects/{sid}/records", headers=bearer(world, "statistician"))
     assert "Test Person" not in stats.text and "1990-01-01" not in stats.text
+
+
+def test_randomise_through_the_service(client: TestClient, world: World) -> None:
+    h = bearer(world, "coordinator")
+    screening = {**ELIGIBLE, "severity_score": 7, "severity_group": "severe"}
+    r = client.post(
+        "/api/v1/subjects",
+        json={"protocol": "lavage-vs-steroid-ni", "site": "RIV", "screening": screening},
+        headers=h,
+    )
+    sid = r.json()["study_id"]
+    client.post(f"/api/v1/subjects/{sid}/enrol", json={}, headers=h)
+    refused = client.post(f"/api/v1/subjects/{sid}/randomise", headers=bearer(world, "monitor"))
+    assert refused.status_code == 403
+    done = client.post(f"/api/v1/subjects/{sid}/randomise", headers=h)
+    assert done.status_code == 200, done.text
+    body = done.json()
+    assert body["arm"] == body["assignment"]["arm"] and body["arm"] in ("lavage", "steroid")
+    assert body["assignment"]["stratum"]
+    again = client.post(f"/api/v1/subjects/{sid}/randomise", headers=h)
+    assert again.status_code == 409

@@ -32,7 +32,7 @@ from sqlalchemy import Engine, func, select
 
 from ductal import accounts, audit, records
 from ductal.db import make_engine, migrate, session_scope
-from ductal.models import FormRecord, RandomisationSlot, Subject
+from ductal.models import AuditEntry, FormRecord, RandomisationSlot, Subject
 from ductal.protocols.loader import builtin_protocol
 from ductal.web.auth import create_token
 
@@ -401,6 +401,17 @@ def check(engine: Engine, ledger: Ledger) -> list[str]:
             )
         }
         chain = audit.verify_chain(s)
+        audited = Counter(
+            (r[0], int(r[1]))
+            for r in s.execute(
+                select(AuditEntry.action, AuditEntry.entity_id).where(
+                    AuditEntry.entity_type == "form_record"
+                )
+            )
+        )
+    for rid, version in stored.items():  # nothing half-written: record and audit agree
+        if audited[("create", rid)] != 1 or audited[("update", rid)] != version - 1:
+            problems.append(f"record {rid} (version {version}) and its audit entries disagree")
     for rid, version in ledger.records.items():
         if rid not in stored:
             problems.append(f"acknowledged record {rid} is missing")

@@ -52,15 +52,19 @@ def stream_page(
             last: Any = None
             count = 0
             more = False
-            for row in session.scalars(stmt.limit(limit + 1).execution_options(yield_per=200)):
-                if count == limit:
-                    more = True
-                    break
-                yield ("," if count else "") + json.dumps(
-                    to_dict(row, session), ensure_ascii=False, default=str
-                )
-                last = row
-                count += 1
+            rows = session.scalars(stmt.limit(limit + 1).execution_options(yield_per=200))
+            try:
+                for row in rows:
+                    if count == limit:
+                        more = True
+                        break
+                    yield ("," if count else "") + json.dumps(
+                        to_dict(row, session), ensure_ascii=False, default=str
+                    )
+                    last = row
+                    count += 1
+            finally:
+                rows.close()  # a server-side cursor on PostgreSQL
             nxt = json.dumps(cursor(last)) if more and last is not None else "null"
             yield f'], "count": {count}, "next": {nxt}}}'
 

@@ -113,6 +113,11 @@ def audit_log(
     return stream_page(config.engine, stmt, to_dict, limit=limit, cursor=lambda e: e.id)
 
 
+def _cell(text: str) -> str:
+    # a spreadsheet would run a cell starting with one of these as a formula
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def audit_csv_response(
     config: Any, principal: Any, subject: str | None, record: int | None, field: str | None
 ) -> StreamingResponse:
@@ -137,28 +142,32 @@ def audit_csv_response(
             ]
         )
         with Session(config.engine) as session:
-            for e in session.scalars(stmt.execution_options(yield_per=500)):
-                changes = views.audit_field_changes(e, field) or (
-                    [] if field else [("", None, None)]
-                )
-                for k, b, a in changes:
-                    writer.writerow(
-                        [
-                            e.id,
-                            e.occurred_at.isoformat(timespec="seconds"),
-                            e.actor,
-                            e.action,
-                            f"{e.entity_type}:{e.entity_id}",
-                            e.subject_study_id or "",
-                            k,
-                            "" if b is None else json.dumps(b, ensure_ascii=False),
-                            "" if a is None else json.dumps(a, ensure_ascii=False),
-                            e.reason or "",
-                        ]
+            entries = session.scalars(stmt.execution_options(yield_per=500))
+            try:
+                for e in entries:
+                    changes = views.audit_field_changes(e, field) or (
+                        [] if field else [("", None, None)]
                     )
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
+                    for k, b, a in changes:
+                        writer.writerow(
+                            [
+                                e.id,
+                                e.occurred_at.isoformat(timespec="seconds"),
+                                _cell(e.actor),
+                                e.action,
+                                f"{e.entity_type}:{e.entity_id}",
+                                e.subject_study_id or "",
+                                k,
+                                "" if b is None else _cell(json.dumps(b, ensure_ascii=False)),
+                                "" if a is None else _cell(json.dumps(a, ensure_ascii=False)),
+                                _cell(e.reason or ""),
+                            ]
+                        )
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
+            finally:
+                entries.close()
         yield buffer.getvalue()
 
     return StreamingResponse(

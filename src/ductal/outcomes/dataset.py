@@ -153,7 +153,7 @@ def _by_subject(records: pd.DataFrame) -> dict[int, list[tuple[Any, ...]]]:
         "window_end",
         "record_id",
     ]
-    for row in records[cols].itertuples(index=False, name=None):
+    for row in zip(*(records[c].tolist() for c in cols), strict=True):
         grouped[int(row[0])].append(row)
     return grouped
 
@@ -244,6 +244,7 @@ def derive(extract: StudyExtract) -> AnalysisData:
             raw.append((when, row))
         raw.sort(key=lambda item: item[0])
         calls = classify_series([r[2] or {} for _, r in raw], criteria=criteria, baseline=baseline)
+        baseline_size = lesion_size(baseline, criteria) if baseline else math.nan
         cr_date: dt.date | None = None
         relapse_date: dt.date | None = None
         seen_cr = False
@@ -315,7 +316,7 @@ def derive(extract: StudyExtract) -> AnalysisData:
                     "in_window": in_window,
                     "clinical_signs": call.signs,
                     "lesion_size_mm": call.size_mm,
-                    "baseline_size_mm": (lesion_size(baseline, criteria) if baseline else math.nan),
+                    "baseline_size_mm": baseline_size,
                     "change_from_baseline": call.change,
                     "clinical_response": call.clinical,
                     "radiological_response": call.radiological,
@@ -477,7 +478,7 @@ def derive(extract: StudyExtract) -> AnalysisData:
                 "infection_evidence": infection,
                 "severity_score": severity,
                 "severity_group": severity_group,
-                "baseline_size_mm": lesion_size(base, criteria) if base else math.nan,
+                "baseline_size_mm": baseline_size,
                 "lavage_sessions": len(sessions),
                 "treatment_received": received,
                 "n_assessments": len(raw),

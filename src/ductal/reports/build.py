@@ -7,8 +7,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing as mp
+import os
+import resource
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,7 @@ from typing import Any
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
+from matplotlib.figure import Figure
 from sqlalchemy import Engine
 
 from ductal.db import session_scope
@@ -26,7 +32,7 @@ from ductal.reports import descriptive, efficacy, style
 from ductal.reports.i18n import LANGUAGES, t
 from ductal.reports.model import ProtocolReport, Section
 
-HTML_ROWS = 60  # longer tables are cut in the HTML/PDF; the CSV has every row
+HTML_ROWS = 30  # longer tables are cut in the HTML/PDF; the CSV has every row
 STAGES = ("extract", "derive", "statistics", "figures", "render", "pdf")
 
 SectionFn = Callable[[AnalysisData, str], "tuple[Section, dict[str, Any]] | None"]
@@ -56,6 +62,7 @@ class ReportOutput:
     figures: list[Path] = field(default_factory=list)
     tables: list[Path] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    cpu_timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     reports: list[ProtocolReport] = field(default_factory=list)
     not_computed: list[str] = field(default_factory=list)
 
@@ -127,17 +134,53 @@ def _write_tables(report: ProtocolReport, out: Path) -> tuple[list[Path], list[d
     return paths, views
 
 
-def _draw_figures(report: ProtocolReport, out: Path, lang: str) -> list[Path]:
-    paths = []
+def _draw_one(job: tuple[Callable[[], Figure], str, str]) -> str:
+    """Draw one figure and write it as PNG (runs in a worker process when drawing in parallel)."""
+    draw, path, lang = job
     with style.context(lang):
+        style.save_png(draw(), Path(path))
+    return path
+
+
+def _draw_figures(
+    reports: Sequence[ProtocolReport], out: Path, lang: str, workers: int
+) -> list[Path]:
+    jobs: list[tuple[Callable[[], Figure], str, str]] = []
+    for report in reports:
         for section in report.sections:
             for spec in section.figures:
-                fig = spec.draw()
                 name = f"{report.protocol_id}_{spec.key}.png"
-                style.save_png(fig, out / "figures" / name)
                 spec.path = f"figures/{name}"
-                paths.append(out / "figures" / name)
-    return paths
+                jobs.append((spec.draw, str(out / "figures" / name), lang))
+    if workers > 1 and len(jobs) >= 2 * workers and "fork" in mp.get_all_start_methods():
+        # figures are independent and CPU-bound: one process per core (fork: no re-imports)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
+            done = list(pool.map(_draw_one, jobs))
+    else:
+        done = [_draw_one(job) for job in jobs]
+    return [Path(p) for p in done]
+
+
+class _Clock:
+    """Adds the wall and CPU time (this process and its children) of a stage to two dicts."""
+
+    def __init__(self, wall: dict[str, float], cpu: dict[str, float]) -> None:
+        self.wall, self.cpu = wall, cpu
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start, cpu = time.perf_counter(), _cpu()
+        try:
+            yield
+        finally:
+            self.wall[name] += time.perf_counter() - start
+            self.cpu[name] += _cpu() - cpu
+
+
+def _cpu() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def build_report(
@@ -148,6 +191,7 @@ def build_report(
     lang: str = "en",
     pdf: bool = True,
     database_label: str = "",
+    workers: int | None = None,
 ) -> ReportOutput:
     """Write the efficacy report of ``protocol_ids`` (default: every registered protocol)."""
     if lang not in LANGUAGES:
@@ -162,49 +206,46 @@ def build_report(
     output = ReportOutput(directory=out, html=out / "report.html", pdf=None, timings=timings)
     views: list[dict[str, Any]] = []
 
-    clock = time.perf_counter()
-    with session_scope(engine) as session:
+    clock = _Clock(timings, output.cpu_timings)
+    with clock.stage("extract"), session_scope(engine) as session:
         ids = list(protocol_ids) if protocol_ids else registered_protocols(session)
         extracts = [extract_study(session, pid) for pid in ids]
-    timings["extract"] = time.perf_counter() - clock
 
     for extract in extracts:
-        clock = time.perf_counter()
-        data = derive(extract)
-        timings["derive"] += time.perf_counter() - clock
+        with clock.stage("derive"):
+            data = derive(extract)
+        del extract
+        with clock.stage("statistics"):
+            output.reports.append(analyse(data, lang))
+        del data
+    extracts.clear()
 
-        clock = time.perf_counter()
-        report = analyse(data, lang)
-        timings["statistics"] += time.perf_counter() - clock
+    with clock.stage("figures"):
+        output.figures = _draw_figures(output.reports, out, lang, workers or _default_workers())
 
-        clock = time.perf_counter()
-        output.figures += _draw_figures(report, out, lang)
-        timings["figures"] += time.perf_counter() - clock
-
-        clock = time.perf_counter()
-        paths, table_views = _write_tables(report, out)
-        output.tables += paths
-        output.reports.append(report)
-        views.append({"report": report, "tables": table_views})
-        for section in report.sections:
-            output.not_computed += [
-                f"{report.protocol_id} / {section.title}: {r}" for r in section.not_computed
-            ]
-        timings["render"] += time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    html = _render_html(views, lang, database_label)
-    output.html.write_text(html, encoding="utf-8")
-    timings["render"] += time.perf_counter() - clock
+    with clock.stage("render"):
+        for report in output.reports:
+            paths, table_views = _write_tables(report, out)
+            output.tables += paths
+            views.append({"report": report, "tables": table_views})
+            for section in report.sections:
+                output.not_computed += [
+                    f"{report.protocol_id} / {section.title}: {r}" for r in section.not_computed
+                ]
+        html = _render_html(views, lang, database_label)
+        output.html.write_text(html, encoding="utf-8")
 
     if pdf:
-        clock = time.perf_counter()
-        from weasyprint import HTML
+        with clock.stage("pdf"):
+            from weasyprint import HTML
 
-        output.pdf = out / "report.pdf"
-        HTML(string=html, base_url=str(out)).write_pdf(output.pdf)
-        timings["pdf"] = time.perf_counter() - clock
+            output.pdf = out / "report.pdf"
+            HTML(string=html, base_url=str(out)).write_pdf(output.pdf)
     return output
+
+
+def _default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
 
 
 def _problem(field_name: str, message: str) -> Any:

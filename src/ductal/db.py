@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -104,16 +104,26 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         if storage is None:
             raise
         raise DatabaseUnavailable(storage) from exc
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        raise DatabaseUnavailable(_CONNECTION_LOST) from exc
     finally:
         session.close()
 
 
 _DISK_FULL = ("database or disk is full", "no space left on device", "disk quota exceeded")
 _DISK_IO = ("disk i/o error", "file too large")
+_PG_DOWN = {"57P01", "57P02", "57P03"}  # shutting down, crash shutdown, cannot connect now
+_GONE = ("connection refused", "server closed the connection", "terminating connection")
+_CONNECTION_LOST = (
+    "the connection to the database was lost (it is restarting or unreachable): the change was "
+    "not confirmed; check it and try again in a moment"
+)
 
 
 def storage_failure(exc: OperationalError) -> str | None:
-    """Return a plain message when ``exc`` means the database could not write to its disk."""
+    """Return a plain message when ``exc`` means the database's disk or connection failed."""
     detail = str(exc.orig or exc).lower()
     sqlstate = getattr(exc.orig, "sqlstate", None)
     if sqlstate == "53100" or any(s in detail for s in _DISK_FULL):
@@ -121,6 +131,13 @@ def storage_failure(exc: OperationalError) -> str | None:
             "the database's disk is full: the change was not saved (nothing half-written is "
             "kept); free disk space and try again"
         )
+    if (
+        exc.connection_invalidated
+        or (sqlstate or "").startswith("08")
+        or sqlstate in _PG_DOWN
+        or any(s in detail for s in _GONE)
+    ):
+        return _CONNECTION_LOST
     if any(s in detail for s in _DISK_IO):
         return (
             "the database could not write to its disk (I/O error or file size limit): the "

@@ -526,7 +526,16 @@ def relapse(data: AnalysisData, lang: str) -> tuple[Section, dict[str, Any]]:
                 xlabel=t("months_since_cr", lang),
                 ylabel=t("relapse_ci", lang),
                 x_max=x_max,
-                reference_band=None,
+                reference_level=(
+                    (pooled.low, f"{pooled.label.get(lang)} {pct(pooled.low, 0)}")
+                    if pooled
+                    else None
+                ),
+                y_max=min(
+                    1.02,
+                    max(0.4, *(float(np.nanmax(c.upper)) for c in curves if c.upper is not None))
+                    + 0.05,
+                ),
             ),
         )
     )

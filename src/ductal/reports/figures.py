@@ -59,7 +59,9 @@ def cumulative_curves(
     at_risk: pd.DataFrame | None = None,
     at_risk_label: str = "At risk",
     reference_band: tuple[float, float, str] | None = None,
+    reference_level: tuple[float, str] | None = None,
     x_max: float | None = None,
+    y_max: float = 1.02,
     ax: Axes | None = None,
 ) -> Figure:
     """Draw rising step curves (cumulative incidence, 1 − KM) with bands and a risk table.
@@ -91,7 +93,10 @@ def cumulative_curves(
             lo_ = np.concatenate(([0.0], c.lower))
             hi_ = np.concatenate(([0.0], c.upper))
             ax.fill_between(t, lo_, hi_, step="post", color=colour, alpha=0.15, lw=0)
-    ax.set_ylim(0, 1.02)
+    if reference_level is not None:
+        level, label = reference_level
+        ax.axhline(level, color="#B22222", lw=0.9, ls="--", label=label)
+    ax.set_ylim(0, y_max)
     ax.set_xlim(left=0, right=x_max)
     ax.yaxis.set_major_formatter(lambda v, _pos: f"{100 * v:.0f}%")
     ax.set_ylabel(ylabel)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ductal.design.posterior import prob_above
 from ductal.errors import DuctalError
 from ductal.outcomes.dataset import MONTH_DAYS, AnalysisData, records_of
 from ductal.reports import figures
@@ -22,19 +23,12 @@ from ductal.reports.i18n import t
 from ductal.reports.model import FigureSpec, Section, Table, ci, num, pct, pval
 from ductal.reports.style import arm_colour
 from ductal.stats.comparison import compare_proportions
+from ductal.stats.competing_risks import cumulative_incidence
+from ductal.stats.cox import CoxPH
 from ductal.stats.proportions import proportion
 from ductal.stats.survival import KaplanMeier
 
 LANDMARKS = (3, 6, 12)
-
-try:  # the competing-risks and Cox modules of ductal.stats
-    from ductal.stats.competing_risks import cumulative_incidence
-except ImportError:  # pragma: no cover - only while the statistics engine is incomplete
-    cumulative_incidence = None  # type: ignore[assignment]
-try:
-    from ductal.stats.cox import CoxPH
-except ImportError:  # pragma: no cover
-    CoxPH = None  # type: ignore[assignment,misc]
 
 
 def arms(data: AnalysisData, lang: str) -> list[tuple[str, str]]:
@@ -349,9 +343,6 @@ def time_to_cr(data: AnalysisData, lang: str) -> tuple[Section, dict[str, Any]]:
 def competing(data: AnalysisData, lang: str) -> tuple[Section, dict[str, Any]]:
     sec = Section("cif", t("sec_cif", lang))
     results: dict[str, Any] = {}
-    if cumulative_incidence is None:
-        sec.skip(t("nc_stats_missing", lang, what="cumulative incidence"))
-        return sec, results
     itt = _population(data, "itt")
     use = itt[itt["time_months"].notna()]
     if use.empty or use["cr_event"].sum() == 0:
@@ -638,9 +629,6 @@ def subgroups(data: AnalysisData, lang: str) -> tuple[Section, dict[str, Any]]:
 
 
 def _cox(data: AnalysisData, lang: str, sec: Section, results: dict[str, Any]) -> None:
-    if CoxPH is None:
-        sec.skip(t("nc_stats_missing", lang, what="Cox regression"))
-        return
     s = data.subjects
     use = s[s["itt"] & s["time_months"].notna()].copy()
     # an arm without a single CR makes the likelihood monotone (hazard ratio 0): leave it out
@@ -815,16 +803,6 @@ def comparison(data: AnalysisData, lang: str) -> tuple[Section, dict[str, Any]] 
 # ------------------------------------------------------------------ adaptive looks
 
 
-def _prob_above(a: np.ndarray, b: np.ndarray, threshold: float) -> tuple[np.ndarray, str]:
-    try:
-        from ductal.design.posterior import prob_above
-    except ImportError:  # pragma: no cover - design module absent
-        from scipy.stats import beta
-
-        return np.asarray(beta.sf(threshold, a, b)), "scipy.stats.beta"
-    return prob_above(a, b, threshold), "ductal.design.posterior.prob_above"
-
-
 def adaptive(data: AnalysisData, lang: str) -> tuple[Section, dict[str, Any]] | None:
     protocol = data.protocol
     if protocol.design != "adaptive":
@@ -855,12 +833,12 @@ def adaptive(data: AnalysisData, lang: str) -> tuple[Section, dict[str, Any]] | 
         looks.append(len(s))
     rows, plot_rows = [], []
     terminated: dict[str, int] = {}
-    how = ""
+    how = "ductal.design.posterior.prob_above"
     for look_no, size in enumerate(looks, start=1):
         upto = s.iloc[:size]
         x = np.array([int(upto.loc[upto["arm"] == k, column].sum()) for k, _ in arm_list])
         n = np.array([int((upto["arm"] == k).sum()) for k, _ in arm_list])
-        probs, how = _prob_above(1.0 + x, 1.0 + n - x, threshold)
+        probs = prob_above(1.0 + x, 1.0 + n - x, threshold)
         for i, (key, label) in enumerate(arm_list):
             if key in terminated:
                 decision = t("terminated_earlier", lang)

@@ -267,10 +267,6 @@ _STRINGS: dict[str, tuple[str, str]] = {
     ),
     "nc_no_ae": ("no adverse event was recorded", "未记录不良事件"),
     "nc_no_outcomes": ("no subject has an outcome yet", "尚无受试者获得结局"),
-    "nc_stats_missing": (
-        "the statistics engine does not provide {what} yet",
-        "统计模块尚未提供{what}",
-    ),
     "nc_subgroup": ("fewer than two levels with subjects", "有受试者的水平少于两个"),
     "nc_benchmark": ("no literature benchmark in the protocol", "方案中没有文献基准"),
 }

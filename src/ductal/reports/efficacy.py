@@ -393,7 +393,10 @@ def competing(data: AnalysisData, lang: str) -> tuple[Section, dict[str, Any]]:
                     colour_index=[k for k, _ in arm_list].index(key),
                 )
             )
-    note = f"{t('method', lang)}: {cif.method}; {t('population', lang)}: {t('pop_itt', lang)}."
+    note = (
+        f"{t('method', lang)}: {cif.method}; {t('population', lang)}: {t('pop_itt', lang)}. "
+        f"{t('beyond_follow_up', lang)}"
+    )
     for test in cif.tests:
         note += (
             f" {t('gray', lang)} ({names.get(test.cause, test.cause)}): χ² = {test.statistic:.2f}, "

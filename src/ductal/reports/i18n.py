@@ -142,6 +142,10 @@ _STRINGS: dict[str, tuple[str, str]] = {
     "cause": ("Event", "事件"),
     "at_months": ("At {m} months", "{m}个月"),
     "gray": ("Gray's test", "Gray检验"),
+    "beyond_follow_up": (
+        "– : after the group's last follow-up time (as cmprsk::timepoints).",
+        "– ：超出该组最长随访时间（同cmprsk::timepoints）。",
+    ),
     "competing_list": ("Competing events: {events}.", "竞争事件：{events}。"),
     "no_competing": (
         "No competing event occurred: the cumulative incidence equals 1 − Kaplan–Meier.",

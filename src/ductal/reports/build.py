@@ -10,6 +10,7 @@ import datetime as dt
 import multiprocessing as mp
 import os
 import resource
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -152,8 +153,10 @@ def _draw_figures(
                 name = f"{report.protocol_id}_{spec.key}.png"
                 spec.path = f"figures/{name}"
                 jobs.append((spec.draw, str(out / "figures" / name), lang))
-    if workers > 1 and len(jobs) >= 2 * workers and "fork" in mp.get_all_start_methods():
-        # figures are independent and CPU-bound: one process per core (fork: no re-imports)
+    forkable = "fork" in mp.get_all_start_methods() and threading.active_count() == 1
+    if workers > 1 and len(jobs) >= 2 * workers and forkable:
+        # figures are independent and CPU-bound: one process per core (fork: no re-imports;
+        # only from a single-threaded process, e.g. the CLI, never inside a threaded server)
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
             done = list(pool.map(_draw_one, jobs))
     else:

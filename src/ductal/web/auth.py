@@ -226,21 +226,37 @@ def revoke_token(session: Session, *, token: ApiToken, actor: str) -> None:
 
 
 def token_principal(session: Session, *, secret: str) -> Principal:
-    """Return the principal of a bearer token; raise :class:`NotAuthenticated` when invalid."""
-    found = session.execute(
-        select(ApiToken, User)
+    """Return the principal of a bearer token; raise :class:`NotAuthenticated` when invalid.
+
+    One query reads the token, its user and the user's memberships together: scripts call the
+    API often, and this is on every request.
+    """
+    rows = session.execute(
+        select(ApiToken, User, Membership.site_id, Membership.role)
         .join(User, User.id == ApiToken.user_id)
+        .outerjoin(Membership, Membership.user_id == User.id)
         .where(ApiToken.token_hash == digest(secret))
-    ).first()
-    if found is None:
+    ).all()
+    if not rows:
         raise NotAuthenticated("the API token is not valid")
-    token, user = found
+    token, user = rows[0][0], rows[0][1]
     now = utcnow()
     if token.revoked_at is not None or (token.expires_at is not None and token.expires_at < now):
         raise NotAuthenticated("the API token was revoked or has expired")
     if not user.is_active:
         raise NotAuthenticated("the account of this API token is disabled")
-    return principal_of(session, user, via="token")
+    roles: dict[int, set[str]] = {}
+    for _token, _user, site_id, role in rows:
+        if site_id is not None:
+            roles.setdefault(site_id, set()).add(role)
+    return Principal(
+        user_id=user.id,
+        username=user.username,
+        full_name=user.full_name,
+        language=user.language if user.language in LANGUAGES else "en",
+        roles=roles,
+        via="token",
+    )
 
 
 def set_language(session: Session, *, user: User, language: str) -> None:

@@ -409,16 +409,24 @@ def masked(form: FormDef, data: dict[str, Any]) -> dict[str, Any]:
     return {k: (MASK if k in secret else v) for k, v in data.items()}
 
 
-def record_dict(db: Session, record: FormRecord, lang: str = "en") -> dict[str, Any]:
-    """Return a form record with its queries and signatures (identifier fields masked)."""
+def record_dict(
+    db: Session, record: FormRecord, lang: str = "en", *, fresh: bool = False
+) -> dict[str, Any]:
+    """Return a form record with its queries and signatures (identifier fields masked).
+
+    ``fresh`` says the record was created in this transaction, so it can have neither.
+    """
     proto = records.subject_protocol(record.subject)
     form = proto.form(record.form_key)
-    qs = db.scalars(
-        select(DataQuery).where(DataQuery.form_record_id == record.id).order_by(DataQuery.id)
-    )
-    sigs = db.scalars(
-        select(Signature).where(Signature.form_record_id == record.id).order_by(Signature.id)
-    )
+    qs: Any = []
+    sigs: Any = []
+    if not fresh:
+        qs = db.scalars(
+            select(DataQuery).where(DataQuery.form_record_id == record.id).order_by(DataQuery.id)
+        )
+        sigs = db.scalars(
+            select(Signature).where(Signature.form_record_id == record.id).order_by(Signature.id)
+        )
     return {
         "id": record.id,
         "subject": record.subject.study_id,

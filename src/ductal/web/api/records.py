@@ -101,7 +101,8 @@ def save_form(
         allow_incomplete=body.allow_incomplete,
         vault=config.vault,
     )
-    return views.record_dict(db, record, access.principal.language)
+    fresh = record.version == 1 and body.expected_version is None
+    return views.record_dict(db, record, access.principal.language, fresh=fresh)
 
 
 @router.get("/records/{record_id}", summary="One form record with its queries and signatures")

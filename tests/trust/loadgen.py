@@ -195,15 +195,21 @@ class Ledger:
     ambiguous: int = 0  # writes with no answer: they may or may not have been stored
     backwards: list[str] = field(default_factory=list)
     ops: int = 0
+    ok_times: list[float] = field(default_factory=list)  # monotonic end of each answered call
+    error_times: list[float] = field(default_factory=list)
+    messages: dict[str, str] = field(default_factory=dict)  # first error message of each kind
 
     def timed(self, op: str, seconds: float) -> None:
         with self.lock:
             self.latencies[op].append(seconds)
+            self.ok_times.append(time.monotonic())
             self.ops += 1
 
-    def error(self, op: str, kind: str, *, ambiguous: bool) -> None:
+    def error(self, op: str, kind: str, *, ambiguous: bool, message: str = "") -> None:
         with self.lock:
             self.errors[f"{op}: {kind}"] += 1
+            self.error_times.append(time.monotonic())
+            self.messages.setdefault(kind, message)
             if ambiguous:
                 self.ambiguous += 1
 
@@ -228,17 +234,23 @@ class Client:
         try:
             r = self.http.request(method, path, **kw)
         except httpx.TransportError as exc:
-            self.ledger.error(op, type(exc).__name__, ambiguous=method == "POST")
+            # a refused connection never reached the server; any other failure may have
+            # happened after the server committed, so the write's fate is unknown
+            unsent = isinstance(exc, httpx.ConnectError)
+            self.ledger.error(op, type(exc).__name__, ambiguous=method == "POST" and not unsent)
+            time.sleep(0.2)
             raise _Refused from exc
-        self.ledger.timed(op, time.perf_counter() - start)
         if r.status_code >= 400:
             ambiguous = r.status_code >= 500 and method == "POST"
             try:
-                code = r.json().get("error", {}).get("code", "")
+                err = r.json().get("error", {})
+                code, message = str(err.get("code", "")), str(err.get("message", ""))
             except ValueError:
-                code = "not-json"
-            self.ledger.error(op, f"{r.status_code} {code}".strip(), ambiguous=ambiguous)
+                code, message = "not-json", r.text[:200]
+            kind = f"{r.status_code} {code}".strip()
+            self.ledger.error(op, kind, ambiguous=ambiguous, message=message)
             raise _Refused
+        self.ledger.timed(op, time.perf_counter() - start)
         body: dict[str, Any] = r.json()
         return body
 

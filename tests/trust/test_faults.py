@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from ductal import audit, records
-from ductal.db import session_scope
+from ductal.db import session_scope, storage_failure
 from ductal.models import AuditEntry, FormRecord
 from tests.trust.conftest import Study
 
@@ -188,3 +189,32 @@ def test_full_disk_gives_clear_error_and_no_corruption(study: Study, database_ur
         )
     with session_scope(study.engine) as session:
         assert audit.verify_chain(session).ok
+
+
+class _PgError(Exception):
+    def __init__(self, message: str, sqlstate: str | None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("orig", "wording"),
+    [
+        pytest.param(Exception("database or disk is full"), "disk is full", id="sqlite-full"),
+        pytest.param(Exception("disk I/O error"), "could not write", id="sqlite-io"),
+        pytest.param(_PgError("could not extend file", "53100"), "disk is full", id="pg-full"),
+        pytest.param(
+            _PgError("terminating connection due to administrator command", "57P01"),
+            "connection to the database was lost",
+            id="pg-restart",
+        ),
+        pytest.param(_PgError("connection refused", None), "was lost", id="pg-down"),
+        pytest.param(Exception("no such table: x"), None, id="other"),
+    ],
+)
+def test_storage_failures_get_a_plain_message(orig: Exception, wording: str | None) -> None:
+    message = storage_failure(OperationalError("INSERT ...", {}, orig))
+    if wording is None:
+        assert message is None
+    else:
+        assert message is not None and wording in message

@@ -178,3 +178,28 @@ def test_identified_export_needs_an_admin_and_is_audited(
             select(AuditEntry).where(AuditEntry.action == "disclose")
         ).all()
         assert disclosures and all(d.actor == "boss" for d in disclosures)
+
+
+@pytest.mark.parametrize("version", ["R4B", "R5"])
+def test_ductoscopy_session_is_a_procedure_with_its_period(version: str) -> None:
+    from ductal.exchange.study_data import FormData
+
+    subject = _subject()
+    subject.forms.append(
+        FormData(
+            "lavage",
+            "ductoscopy_procedure",
+            {
+                "procedure_date": "2018-01-04",
+                "start_time": "2018-01-04T09:00:00Z",
+                "end_time": "2018-01-04T09:12:00Z",
+            },
+        )
+    )
+    bundle = subject_bundle(builtin_protocol("lavage-observational"), subject, version=version)  # type: ignore[arg-type]
+    assert validate_bundle(bundle, version) == []  # type: ignore[arg-type]
+    scope = [
+        p for p in _resources(bundle, "Procedure") if p["code"]["text"] == "Mammary ductoscopy"
+    ]
+    period = scope[0]["performedPeriod" if version == "R4B" else "occurrencePeriod"]
+    assert period == {"start": "2018-01-04T09:00:00Z", "end": "2018-01-04T09:12:00Z"}

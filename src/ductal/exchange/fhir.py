@@ -467,7 +467,15 @@ def subject_bundle(
 
 
 def _form_date(fd: FormData) -> str | None:
-    for key in ("session_date", "assessment_date", "start_date", "onset_date", "end_date"):
+    for key in (
+        "session_date",
+        "procedure_date",
+        "assessment_date",
+        "result_date",
+        "start_date",
+        "onset_date",
+        "end_date",
+    ):
         value = fd.data.get(key)
         if isinstance(value, str):
             return value
@@ -596,6 +604,29 @@ def _form_resources(b: _Builder, fd: FormData) -> None:
                 day,
                 "intraductal",
             )
+    if fd.form == "ductoscopy_procedure":
+        body = {
+            "status": "completed",
+            "code": _local("ductoscopy", "Mammary ductoscopy"),
+            **b.subject_field(),
+        }
+        start, end = data.get("start_time"), data.get("end_time")
+        if isinstance(start, str):
+            period = {"start": start, **({"end": end} if isinstance(end, str) else {})}
+            body["performedPeriod" if b.version == "R4B" else "occurrencePeriod"] = period
+        elif day:
+            body["performedDateTime" if b.version == "R4B" else "occurrenceDateTime"] = day
+        b.add("Procedure", key, body)
+    if fd.form == "pathology_result" and isinstance(data.get("result"), str):
+        result = str(data["result"])
+        _observation(
+            b,
+            f"{key}.pathology",
+            _local("pathology_result", "Pathology result"),
+            {"valueCodeableConcept": _local(result, result.replace("_", " "))},
+            day,
+            "laboratory",
+        )
     if fd.form == "treatment_course" and isinstance(data.get("regimen"), str):
         parts = []
         if data.get("prednisolone_mg_day") is not None:

@@ -88,24 +88,27 @@ def _feasible(p0: float, p1: float, alpha: float, beta: float, nmax: int) -> np.
     rows: list[np.ndarray] = []
     r_all = np.arange(nmax)
     for n1 in range(1, nmax):
-        n2 = np.arange(1, nmax - n1 + 1)
+        n_two = nmax - n1
+        n2 = np.arange(1, n_two + 1)
+        x_desc = np.arange(n1, -1, -1)
+        # size[n2, j, r] = P(X1 >= n1 - j, X1 + X2 > r) under p0, by a running sum over x1
+        # from the top, so that size[:, n1 - 1 - r1, r] = P(X1 > r1, X1 + X2 > r)
+        k_index = r_all[None, :] - x_desc[:, None] + nmax
+        size = s0[1 : n_two + 1][:, k_index]
+        size *= stats.binom.pmf(x_desc, n1, p0)[None, :, None]
+        np.cumsum(size, axis=1, out=size)
+        size_r1 = size[:, n1 - 1 :: -1, :] if n1 > 1 else size[:, :1, :]
+        r1 = np.arange(n1)
+        r_min = np.maximum(np.count_nonzero(size_r1 > alpha + _TOL, axis=2), r1[None, :])
+        valid = r_min <= (n1 + n2)[:, None] - 1
+        r_idx = np.minimum(r_min, nmax - 1)
+        alpha_at = np.take_along_axis(size_r1, r_idx[:, :, None], axis=2)[:, :, 0]
+        # power only at the chosen r: sum over x1 > r1 of pmf1(x1) P(X2 > r - x1)
         x1 = np.arange(n1 + 1)
-        k_index = r_all[None, :] - x1[:, None] + nmax  # (x1, r) -> column of S
-        pmf0 = stats.binom.pmf(x1, n1, p0)
-        pmf1 = stats.binom.pmf(x1, n1, p1)
-        # reject[n2, r1, r] = P(X1 > r1, X1 + X2 > r), from a reversed cumulative sum over x1
-        m0 = pmf0[None, :, None] * s0[n2][:, k_index]
-        m1 = pmf1[None, :, None] * s1[n2][:, k_index]
-        rej0 = np.cumsum(m0[:, ::-1, :], axis=1)[:, ::-1, :][:, 1:, :]
-        rej1 = np.cumsum(m1[:, ::-1, :], axis=1)[:, ::-1, :][:, 1:, :]
-        r_min = np.sum(rej0 > alpha + _TOL, axis=2)  # smallest r whose size is <= alpha
-        r1 = np.arange(n1)[None, :]
-        r_min = np.maximum(r_min, r1)
-        n_tot = (n1 + n2)[:, None]
-        valid = r_min <= n_tot - 1
-        idx = np.minimum(r_min, nmax - 1)[:, :, None]
-        size = np.take_along_axis(rej0, idx, axis=2)[:, :, 0]
-        power = np.take_along_axis(rej1, idx, axis=2)[:, :, 0]
+        cols = r_idx[:, :, None] - x1[None, None, :] + nmax
+        terms = s1[n2[:, None, None], cols] * stats.binom.pmf(x1, n1, p1)[None, None, :]
+        terms *= x1[None, None, :] > r1[None, :, None]
+        power = terms.sum(axis=2)
         ok = valid & (power >= 1 - beta - _TOL)
         if not ok.any():
             continue
@@ -121,7 +124,7 @@ def _feasible(p0: float, p1: float, alpha: float, beta: float, nmax: int) -> np.
                     r_min[i2, i1],
                     n1 + (1 - pet0) * n2_sel,
                     pet0,
-                    size[i2, i1],
+                    alpha_at[i2, i1],
                     power[i2, i1],
                 ]
             )

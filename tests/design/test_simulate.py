@@ -140,6 +140,9 @@ def test_adaptive_design_characteristics_are_consistent() -> None:
     assert sum(a["expected_n"] for a in sc["arms"]) == pytest.approx(sc["expected_n_total"])
     assert sum(sc["p_stop_by_look"].values()) == pytest.approx(1.0)
     assert sum(sc["p_stop_reason"].values()) == pytest.approx(1.0)
+    for arm in sc["arms"]:
+        assert sum(arm["p_selected_by_look"]) == pytest.approx(arm["p_selected"])
+        assert sum(arm["p_dropped_by_look"]) == pytest.approx(arm["p_dropped"])
     assert abs(arms["C"]["bias"]) < 0.01
 
 

@@ -75,6 +75,7 @@ def summarise(design: AdaptiveDesign, plan: Plan, index: int, stats: ChunkStats)
                 "arm": arm_id,
                 "true_rate": float(rates[i]),
                 "p_selected": sel / t,
+                "p_selected_by_look": [float(v) for v in stats.selected_by_look[i] / t],
                 "p_dropped": float(stats.dropped[i].sum() / t),
                 "p_dropped_inadequate": float(stats.dropped[i, :, 0].sum() / t),
                 "p_dropped_inferior": float(stats.dropped[i, :, 1].sum() / t),

@@ -24,6 +24,7 @@ class ChunkStats:
     trials: int
     success: int
     selected: np.ndarray  # (K,) times each arm was selected
+    selected_by_look: np.ndarray  # (K, looks)
     selected_best: int  # selected arm had the highest true rate
     efficacious: np.ndarray  # (K,)
     dropped: np.ndarray  # (K, looks, 3): inadequate response, inferiority, not among the best
@@ -190,6 +191,12 @@ def _summarise(
         trials=trials,
         success=int(success.sum()),
         selected=np.bincount(selected[has_sel], minlength=k).astype(np.int64),
+        selected_by_look=np.bincount(
+            selected[has_sel] * len(plan.looks) + stop_look[has_sel],
+            minlength=k * len(plan.looks),
+        )
+        .reshape(k, len(plan.looks))
+        .astype(np.int64),
         selected_best=int(best_arms[selected[has_sel]].sum()),
         efficacious=efficacious.sum(axis=0).astype(np.int64),
         dropped=dropped,

@@ -26,6 +26,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -641,11 +642,9 @@ AE_COLUMNS = [
 
 
 def export(
-    data: AnalysisData, out_dir: Any, *, formats: Iterable[str] = ("csv", "parquet")
-) -> list[Any]:
-    """Write the subject and assessment datasets as CSV and/or Parquet; return the paths."""
-    from pathlib import Path
-
+    data: AnalysisData, out_dir: Path | str, *, formats: Iterable[str] = ("csv", "parquet")
+) -> list[Path]:
+    """Write the subject, assessment and adverse-event datasets; return the paths written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from sqlalchemy import Engine
 
 from ductal.db import session_scope
-from ductal.errors import ValidationError
+from ductal.errors import Problem, ValidationError
 from ductal.outcomes.dataset import AnalysisData, derive
 from ductal.outcomes.extract import extract_study, registered_protocols
 from ductal.reports import descriptive, efficacy, style
@@ -200,7 +200,7 @@ def build_report(
     if lang not in LANGUAGES:
         raise ValidationError(
             "unknown language",
-            problems=[_problem("lang", f"must be one of {', '.join(LANGUAGES)}")],
+            problems=[Problem("lang", f"must be one of {', '.join(LANGUAGES)}")],
         )
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -249,12 +249,6 @@ def build_report(
 
 def _default_workers() -> int:
     return max(1, min(2, os.cpu_count() or 1))
-
-
-def _problem(field_name: str, message: str) -> Any:
-    from ductal.errors import Problem
-
-    return Problem(field_name, message)
 
 
 def _render_html(views: list[dict[str, Any]], lang: str, database_label: str) -> str:

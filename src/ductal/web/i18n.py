@@ -51,6 +51,9 @@ class Translator:
 
 
 _ZH_PATTERNS = [
+    (re.compile(r"your role does not allow this \((.+)\)"), "您的角色无权执行此操作（{0}）"),
+    (re.compile(r"no subject '(.+)'"), "没有受试者 {0}"),
+    (re.compile(r"there is nothing at (.+)"), "{0} 不存在"),
     (re.compile(r"must be at least (\S+)"), "不得小于 {0}"),
     (re.compile(r"must be at most (\d+) characters"), "不得超过 {0} 个字符"),
     (re.compile(r"must be at most (\S+)"), "不得大于 {0}"),

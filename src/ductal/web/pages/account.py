@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
@@ -69,7 +69,9 @@ def login_form(
     _: Public,
     next: Annotated[str | None, Query(max_length=500)] = None,
     expired: Annotated[bool, Query()] = False,
+    lang: Annotated[Literal["en", "zh-Hans"], Query()] = "en",
 ) -> Response:
+    request.state.lang = lang  # before sign-in the page's own switch chooses the language
     return _login_page(
         request, config, error=None, status=200, next_=_safe_next(next), expired=expired
     )

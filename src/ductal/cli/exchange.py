@@ -42,6 +42,9 @@ _MAX_SHIFT = typer.Option(180, "--max-shift-days", help="Largest date offset in 
 _FREE_TEXT = typer.Option(False, "--drop-free-text", help="Leave out free-text answers.")
 _ACTOR = typer.Option("cli", "--actor", help="Name recorded in the manifest and audit trail.")
 _JSON = typer.Option(False, "--json", help="Print JSON instead of lines.")
+_SITE = typer.Option(
+    None, "--site", help="Site code for subjects whose site is not in the database."
+)
 
 
 @contextmanager
@@ -254,6 +257,7 @@ def import_redcap(
         None, "--protocol", "-p", help="Protocol id (to name a foreign dictionary, or for records)."
     ),
     partial: bool = typer.Option(False, "--partial", help="Import the valid part, list the rest."),
+    site: str | None = _SITE,
     actor: str = _ACTOR,
     json_out: bool = _JSON,
 ) -> None:
@@ -282,6 +286,7 @@ def import_redcap(
             protocol_id=protocol,
             partial=partial,
             progress=progress,
+            default_site=site,
         )
     _report(registered.id, report, json_out)
 
@@ -293,6 +298,7 @@ def import_odm(
         None, "--protocol", "-p", help="Registered protocol id (else the file's metadata is used)."
     ),
     partial: bool = typer.Option(False, "--partial", help="Import the valid part, list the rest."),
+    site: str | None = _SITE,
     actor: str = _ACTOR,
     json_out: bool = _JSON,
 ) -> None:
@@ -307,5 +313,6 @@ def import_odm(
             protocol_id=protocol,
             partial=partial,
             progress=progress,
+            default_site=site,
         )
     _report(registered.id, report, json_out)

@@ -348,6 +348,7 @@ def import_redcap(
     protocol_id: str | None = None,
     partial: bool = False,
     progress: Progress = None,
+    default_site: str | None = None,
 ) -> tuple[Protocol, ImportReport]:
     """Import a REDCap dictionary (registered as a protocol) and/or records, in one transaction.
 
@@ -380,6 +381,7 @@ def import_redcap(
             partial=partial,
             source="records CSV",
             progress=progress,
+            default_site=default_site,
         )
         report.issues.extend(result_records.issues)
         report.imported.update(result_records.imported)
@@ -395,6 +397,7 @@ def import_odm_file(
     protocol_id: str | None = None,
     partial: bool = False,
     progress: Progress = None,
+    default_site: str | None = None,
 ) -> tuple[Protocol, ImportReport]:
     """Import an ODM file: its metadata as a protocol when not registered, then its data."""
     protocol: Protocol | None = None
@@ -411,7 +414,13 @@ def import_odm_file(
         protocol = mapped
         records.register_protocol(session, protocol=protocol, actor=actor)
     report = odm.import_odm(
-        session, protocol=protocol, source=path, actor=actor, partial=partial, progress=progress
+        session,
+        protocol=protocol,
+        source=path,
+        actor=actor,
+        partial=partial,
+        progress=progress,
+        default_site=default_site,
     )
     return protocol, report
 

@@ -40,6 +40,7 @@ def _write_subject(
     report: ImportReport,
     today: dt.date | None,
     source_name: str,
+    default_site: str | None = None,
 ) -> bool:
     """Write one subject through the records service; False (and problems) when refused."""
     subject_data = located.subject
@@ -51,10 +52,16 @@ def _write_subject(
         report.error(where, subject_data.study_id, f"has no {protocol.screening_form} form")
         return False
     try:
-        site = accounts.get_site(session, subject_data.site or "?")
+        site = accounts.get_site(session, subject_data.site or default_site or "?")
     except DuctalError:
-        report.error(where, subject_data.study_id, f"unknown site {subject_data.site!r}")
-        return False
+        if default_site is None:
+            report.error(where, subject_data.study_id, f"unknown site {subject_data.site!r}")
+            return False
+        try:
+            site = accounts.get_site(session, default_site)
+        except DuctalError:
+            report.error(where, subject_data.study_id, f"unknown site {default_site!r}")
+            return False
     step = screening[0]
     try:
         subject = records.screen(
@@ -68,6 +75,25 @@ def _write_subject(
         )
         wanted = subject_data.status
         enrolled_text = subject_data.enrolled_on
+        screening_keys = {f.key for f in protocol.form(protocol.screening_form).fields}
+        if (
+            len(forms) > 1
+            and subject.status == "eligible"
+            and "consent_signed" not in screening_keys
+        ):
+            # a foreign study has no consent question: the source system enrolled the subject
+            records.change_status(
+                session,
+                subject=subject,
+                status="consented",
+                actor=actor,
+                reason=f"consent recorded in the source system ({source_name} import)",
+            )
+            report.warning(
+                where,
+                subject_data.study_id,
+                "no consent question in the protocol: consent taken as recorded",
+            )
         if enrolled_text is None and len(forms) > 1 and subject.status == "consented":
             enrolled_text = (subject.screened_on or dt.date.today()).isoformat()
             report.warning(where, subject_data.study_id, "no enrolment date: screening date used")
@@ -151,11 +177,13 @@ def write_subjects(
     today: dt.date | None,
     progress: Callable[[int], None] | None,
     source_name: str,
+    default_site: str | None = None,
 ) -> ImportReport:
     """Write every subject not in ``bad_ids``; raise (nothing kept) on any error unless partial.
 
     Without ``partial`` the caller's transaction holds everything and a ValidationError listing
-    every problem undoes it. With ``partial`` each subject has its own savepoint.
+    every problem undoes it. With ``partial`` each subject has its own savepoint. Subjects whose
+    site is not in the database go to ``default_site`` when it is given.
     """
     if report.errors and not partial:
         report.raise_if_errors("use --partial to import the valid part")
@@ -174,6 +202,7 @@ def write_subjects(
             report=report,
             today=today,
             source_name=source_name,
+            default_site=default_site,
         )
         if ok:
             written += 1

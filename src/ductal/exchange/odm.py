@@ -843,29 +843,50 @@ class _DataMapper:
     def _event(self, event: etree._Element, item: Located) -> None:
         oid = event.get("StudyEventOID", "")
         where = f"line {event.sourceline}"
-        spec = self.events.get(oid.removeprefix("SE."))
-        if spec is None:
-            self.report.error(where, oid, "is not an event of the protocol")
-            return
+        spec = self.events.get(oid.removeprefix("SE.")) or self.events.get(
+            _key(oid.removeprefix("SE."))
+        )
         repeat = event.get("StudyEventRepeatKey") or "1"
         if not repeat.isdigit() or int(repeat) < 1:
             self.report.error(where, "StudyEventRepeatKey", f"{repeat!r} is not 1, 2, ...")
             return
         for form in event.iter(f"{_Q}FormData"):
-            self._form(form, spec.key, int(repeat), item)
+            key = self._form_key(form.get("FormOID", ""))
+            target = spec
+            if target is None and key is not None:
+                # a foreign event: the form's only event in the protocol, if it has one
+                places = [e for e in self.protocol.schedule if key in e.forms]
+                if len(places) == 1:
+                    target = places[0]
+            if target is None:
+                if key != SUBJECT_FORM:
+                    self.report.error(where, oid, "is not an event of the protocol")
+                    continue
+                target = self.protocol.schedule[0]
+            self._form(form, target.key, int(repeat), item)
+
+    def _form_key(self, oid: str) -> str | None:
+        bare = oid.removeprefix("F.")
+        if bare == SUBJECT_FORM or bare in self.forms:
+            return bare
+        key = _key(bare)
+        return key if key in self.forms else None
 
     def _form(self, element: etree._Element, event: str, occurrence: int, item: Located) -> None:
         oid = element.get("FormOID", "")
         line = element.sourceline or 0
         where = f"line {line}"
-        form_key = oid.removeprefix("F.")
+        form_key = self._form_key(oid) or oid.removeprefix("F.")
         values: dict[str, str] = {}
         for data in element.iter(f"{_Q}ItemData"):
             item_oid = data.get("ItemOID", "")
-            if not item_oid.startswith(f"I.{form_key}."):
+            if item_oid.startswith(f"I.{form_key}."):
+                values[item_oid.removeprefix(f"I.{form_key}.")] = data.get("Value", "")
+            elif item_oid in self.meta.item_names and not item_oid.startswith("I."):
+                # a foreign item: the field is named after the ItemDef's Name
+                values[_key(self.meta.item_names[item_oid])] = data.get("Value", "")
+            else:
                 self.report.error(f"line {data.sourceline}", item_oid, f"is not an item of {oid}")
-                continue
-            values[item_oid.removeprefix(f"I.{form_key}.")] = data.get("Value", "")
         if form_key == SUBJECT_FORM:
             self._subject_items(values, item, where)
             return
@@ -939,6 +960,7 @@ def import_odm(
     partial: bool = False,
     today: dt.date | None = None,
     progress: Callable[[int], None] | None = None,
+    default_site: str | None = None,
 ) -> ImportReport:
     """Import the clinical data of an ODM file into ``protocol`` in the caller's transaction.
 
@@ -968,6 +990,7 @@ def import_odm(
         today=today,
         progress=progress,
         source_name="ODM",
+        default_site=default_site,
     )
 
 

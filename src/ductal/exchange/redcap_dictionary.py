@@ -632,6 +632,7 @@ def import_dictionary(
     field_lines: dict[tuple[str, str], int] = {}
     builder = _FieldBuilder(report)
     pending: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+    record_id_seen = False
 
     for line, row in rows:
         where = f"line {line}"
@@ -660,7 +661,8 @@ def import_dictionary(
             continue
         if "DUCTAL-PROTOCOL" in extra:
             protocol_meta = extra["DUCTAL-PROTOCOL"]
-        if form_key == SUBJECT_FORM or (not variables and not forms and name == "record_id"):
+        if form_key == SUBJECT_FORM or not record_id_seen:
+            record_id_seen = True  # REDCap's first field is the record id, whatever its name
             continue  # the record id and ductal's subject instrument are not form data
         if form_key not in forms:
             meta = extra.get("DUCTAL-FORM", {})

@@ -361,12 +361,13 @@ def _read_row(
     seen_rows[key] = line
     event: ScheduledEvent | None = None
     occurrence = 1
+    unknown_event = ""
     if has_events:
         parsed = layout.parse_event(event_name)
         if parsed is None:
-            report.error(where, "redcap_event_name", f"unknown event {event_name!r}")
-            return
-        event, occurrence = parsed
+            unknown_event = event_name or "<blank>"  # placed by form below, if unambiguous
+        else:
+            event, occurrence = parsed
     instance = 1
     if instance_text:
         if not instance_text.isdigit() or int(instance_text) < 1:
@@ -399,9 +400,19 @@ def _read_row(
         if spec is None:
             candidates = [e for e in protocol.schedule if form_key in e.forms]
             if len(candidates) != 1:
-                report.error(where, form_key, "say which event (add redcap_event_name)")
+                if unknown_event:
+                    report.error(where, "redcap_event_name", f"unknown event {unknown_event!r}")
+                else:
+                    report.error(where, form_key, "say which event (add redcap_event_name)")
                 continue
             spec = candidates[0]
+            if unknown_event:
+                report.warning(
+                    where,
+                    "redcap_event_name",
+                    f"event {unknown_event!r} is not in the protocol; {form_key} is put at "
+                    f"its only event {spec.key!r}",
+                )
         if form_key not in spec.forms:
             report.error(where, form_key, f"is not collected at event {spec.key!r}")
             continue
@@ -529,6 +540,7 @@ def import_records(
     today: dt.date | None = None,
     source: str = "records CSV",
     progress: Callable[[int], None] | None = None,
+    default_site: str | None = None,
 ) -> ImportReport:
     """Import a REDCap records CSV into ``protocol`` (registered) in the caller's transaction.
 
@@ -553,4 +565,5 @@ def import_records(
         today=today,
         progress=progress,
         source_name="REDCap",
+        default_site=default_site,
     )

@@ -211,3 +211,11 @@ def test_report_refused_when_it_would_pool_sites_one_cannot_see(
     page = client.get("/studies/lavage-observational/reports", headers=HTML)
     assert page.status_code == 403
     assert "pools every site" in page.text
+
+
+def test_admin_sees_sign_in_events_in_the_audit_viewer(client: TestClient, world: World) -> None:
+    login(client, "monitor")
+    assert "signed in" not in client.get("/audit", headers=HTML).text  # no site: not theirs
+    login(client, "admin")
+    page = client.get("/audit", headers=HTML)
+    assert "signed in" in page.text and "monitor" in page.text

@@ -566,11 +566,11 @@ def audit_query(
     field: str | None = None,
 ) -> Any:
     """Return the SELECT of audit entries about data at the user's sites, filtered as asked."""
-    stmt = (
-        select(AuditEntry)
-        .where(AuditEntry.site_id.in_(principal.sites("audit")))
-        .order_by(AuditEntry.id)
-    )
+    visible = AuditEntry.site_id.in_(principal.sites("audit"))
+    if principal.can("admin"):
+        # sign-ins, accounts and protocols belong to no site: administrators see them too
+        visible = or_(visible, AuditEntry.site_id.is_(None))
+    stmt = select(AuditEntry).where(visible).order_by(AuditEntry.id)
     if subject:
         stmt = stmt.where(AuditEntry.subject_study_id == subject)
     if record_id is not None:

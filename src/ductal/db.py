@@ -115,7 +115,13 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 _DISK_FULL = ("database or disk is full", "no space left on device", "disk quota exceeded")
 _DISK_IO = ("disk i/o error", "file too large")
 _PG_DOWN = {"57P01", "57P02", "57P03"}  # shutting down, crash shutdown, cannot connect now
-_GONE = ("connection refused", "server closed the connection", "terminating connection")
+_GONE = (
+    "connection refused",
+    "server closed the connection",
+    "terminating connection",
+    "the database system is",  # ... starting up / shutting down / in recovery mode
+    "connection failed",
+)
 _CONNECTION_LOST = (
     "the connection to the database was lost (it is restarting or unreachable): the change was "
     "not confirmed; check it and try again in a moment"

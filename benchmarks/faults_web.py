@@ -91,7 +91,12 @@ def _under_load(
 
 
 def _report(
-    name: str, ledger: loadgen.Ledger, start: float, end: float, problems: list[str]
+    name: str,
+    ledger: loadgen.Ledger,
+    start: float,
+    end: float,
+    problems: list[str],
+    log: Path | None = None,
 ) -> bool:
     after = [t for t in ledger.ok_times if t > end]
     last_error = max(ledger.error_times, default=start)
@@ -110,6 +115,9 @@ def _report(
     }
     ok = not problems and len(after) > 0
     out["verdict"] = "pass" if ok else "FAIL"
+    if not ok and log is not None and log.exists():
+        lines = log.read_text(errors="replace").splitlines()
+        out["server_errors"] = sorted({ln for ln in lines if "Error:" in ln})[:20]
     print(json.dumps(out, indent=2))
     return ok
 
@@ -211,7 +219,10 @@ def scenario_pg_restart(clients: int) -> bool:
             unclean = [k for k in ledger.errors if k.split(": ")[1].startswith("500")]
             if unclean:
                 problems.append(f"errors that are not a clean 503/connection error: {unclean}")
-            return _report("PostgreSQL restarted under load", ledger, start, end, problems)
+            logs = sorted((Path(tmp) / "data").glob("serve-*.log"))
+            return _report(
+                "PostgreSQL restarted under load", ledger, start, end, problems, logs[-1]
+            )
     finally:
         if (
             "online"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,7 +41,10 @@ def scratch_postgres(name: str) -> Iterator[str]:
     url = make_url(os.environ.get("DUCTAL_BENCH_POSTGRES_URL", PG_DEFAULT))
     if url.host not in LOCAL:
         raise SystemExit(f"refusing to load a database that is not on this machine: {url.host}")
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    # no pool: a connection must not outlive a server restart (benchmarks/faults_web.py)
+    admin = create_engine(
+        url.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))

@@ -186,6 +186,7 @@ def export_odm(
         )
     report = odm.validate_odm(path)
     if report.errors:
+        path.unlink()
         raise ValidationError(
             f"the ODM export of {protocol.id} failed its own validation (a defect in ductal)",
             problems=[Problem(f"{i.where} {i.item}".strip(), i.message) for i in report.errors],

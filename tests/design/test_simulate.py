@@ -88,7 +88,8 @@ def test_same_seed_same_result_and_other_seed_differs() -> None:
 
 
 def test_dask_gives_the_serial_result() -> None:
-    from dask.distributed import LocalCluster
+    distributed = pytest.importorskip("dask.distributed")
+    LocalCluster = distributed.LocalCluster
 
     design = load_design("builtin:lavage-pilot")
     serial = simulate(design, trials=3000, seed=9, chunk_trials=500)
@@ -102,6 +103,7 @@ def test_dask_gives_the_serial_result() -> None:
 
 
 def test_local_workers_give_the_serial_result() -> None:
+    pytest.importorskip("dask.distributed")
     design = load_design("builtin:lavage-pilot")
     serial = simulate(design, trials=1000, seed=2, chunk_trials=500, scenarios=["target"])
     done: list[int] = []

@@ -76,7 +76,7 @@ class _Recursion:
             arg = (
                 z[:, None] * np.sqrt(t[k]) - self.grid[None, :] * np.sqrt(t[k - 1]) - theta * dt
             ) / np.sqrt(dt)
-            f = (stats.norm.pdf(arg) * scale) @ self.dens
+            f = (np.exp(-0.5 * arg * arg) * (scale / np.sqrt(2 * np.pi))) @ self.dens
         self.grid, self.dens = z, f * w
         self.k += 1
 

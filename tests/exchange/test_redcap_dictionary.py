@@ -333,3 +333,43 @@ def test_malformed_dictionaries_never_crash(
     else:
         assert result.protocol is not None
         assert result.report.errors == []
+
+
+@pytest.mark.parametrize(
+    ("redcap", "ductal"),
+    [
+        pytest.param(
+            'datediff([a],[b],"d") > 30',
+            'abs(datediff([a], [b], "d")) > 30',
+            id="unsigned-by-default",
+        ),
+        pytest.param(
+            'datediff([a], [b], "y", "ymd", true) >= 18',
+            'datediff([a], [b], "y") >= 18',
+            id="signed-with-format",
+        ),
+        pytest.param(
+            'datediff([a], "today", "y", true)', 'datediff([a], today(), "y")', id="today"
+        ),
+        pytest.param(
+            'datediff([a],[b],"m","dmy")', 'abs(datediff([a], [b], "m"))', id="format-only"
+        ),
+    ],
+)
+def test_redcap_datediff_means_what_redcap_means(redcap: str, ductal: str) -> None:
+    from ductal.exchange._expressions import from_redcap
+    from ductal.protocols.logic import parse
+
+    assert from_redcap(redcap) == ductal
+    # REDCap's unsigned difference: b before a still counts as a positive number of days
+    values = {"a": "2020-03-01", "b": "2020-01-01"}
+    if "abs(" in ductal and '"d"' in ductal:
+        assert parse(ductal.replace(" > 30", "")).evaluate(values) == 60
+
+
+def test_datediff_is_written_signed_for_redcap() -> None:
+    from ductal.exchange._expressions import to_redcap
+
+    text, notes = to_redcap("datediff([a], today(), 'd') >= -30", {"a": "form_a"})
+    assert text == "datediff([form_a], 'today', 'd', 'ymd', true) >= -30"
+    assert notes == []

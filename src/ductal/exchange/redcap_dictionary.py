@@ -31,7 +31,7 @@ from typing import Any
 import pydantic
 
 from ductal.errors import ProtocolError
-from ductal.exchange._expressions import rename_fields, to_redcap
+from ductal.exchange._expressions import from_redcap, rename_fields, to_redcap
 from ductal.exchange.report import ImportReport
 from ductal.models import SUBJECT_STATUSES
 from ductal.protocols.loader import check_protocol
@@ -555,6 +555,7 @@ def _translate(
     if re.search(r"\]\s*\[", text):
         report.error(where, item, f"{what} refers to another event ([event][field])")
         return None
+    text = from_redcap(text)
     try:
         expr = parse(text)
     except ExpressionSyntaxError as exc:

@@ -197,6 +197,9 @@ def test_study_journey(live: tuple[str, World], browser: object, lang: str, tmp_
         _radio(page, key, "0")
     _radio(page, "us_done", "0")
     _radio(page, "investigator_response", "cr")
+    page.reload()  # e.g. signed out for inactivity and back: the unsaved entries come back
+    assert page.locator("#draft-restored").is_visible()
+    assert page.is_checked("input[name=f_investigator_response][value=cr]")
     page.click("#save")
     page.wait_for_url("**msg=saved")
     page.goto(f"{base}/subjects/LAV-0002")

@@ -30,6 +30,7 @@ def render(
         csrf_token=principal.csrf_token if principal else context.pop("login_csrf", ""),
         version=__version__,
         path=request.url.path,
+        idle_minutes=config.policy.idle_minutes,
         **context,
     )
     return HTMLResponse(page, status_code=status)

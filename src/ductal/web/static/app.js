@@ -147,12 +147,64 @@
     var reason = document.getElementById("field-reason");
     if (reason) reason.classList.add("changed");
   }
+  // Sessions end after a period of inactivity on the server. While someone is typing, the page
+  // tells the server they are still there; after a real idle period it goes to the sign-in page,
+  // and the entries of an unsaved form come back from this tab's storage afterwards.
+  function watchIdle() {
+    var minutes = parseInt(document.body.dataset.idleMinutes || "", 10);
+    if (!minutes) return;
+    var last = Date.now(), pinged = Date.now();
+    function active() {
+      last = Date.now();
+      if (last - pinged > 60000) { pinged = last; fetch("/api/v1/me", { credentials: "same-origin" }); }
+    }
+    ["keydown", "pointerdown", "input"].forEach(function (e) { document.addEventListener(e, active, true); });
+    setInterval(function () {
+      if (Date.now() - last > minutes * 60000) {
+        window.location.href = "/login?expired=1&next=" + encodeURIComponent(window.location.pathname + window.location.search.replace(/[?&]msg=[^&]*/, ""));
+      }
+    }, 30000);
+  }
+  function draftKey() {
+    var m = window.location.search.match(/[?&]instance=(\d+)/);
+    return "ductal-draft:" + window.location.pathname + (m ? "?instance=" + m[1] : "");
+  }
+  function keepDraft(form) {
+    var values = {};
+    form.querySelectorAll("input[name^=f_], select[name^=f_], textarea[name^=f_], textarea[name=reason]").forEach(function (el) {
+      if ((el.type === "radio" || el.type === "checkbox") && !el.checked) return;
+      (values[el.name] = values[el.name] || []).push(el.value);
+    });
+    try { sessionStorage.setItem(draftKey(), JSON.stringify(values)); } catch (e) { /* storage full or off */ }
+  }
+  function restoreDraft(form) {
+    if (document.getElementById("flash")) {  // just saved: the draft is stored for real
+      try { sessionStorage.removeItem(draftKey()); sessionStorage.removeItem("ductal-draft:" + window.location.pathname); } catch (e) { /* ignore */ }
+      return;
+    }
+    if (document.getElementById("form-error")) return;  // the server sent the entries back itself
+    var raw = null;
+    try { raw = sessionStorage.getItem(draftKey()); } catch (e) { raw = null; }
+    if (!raw) return;
+    var values = JSON.parse(raw);
+    form.querySelectorAll("input[name^=f_], select[name^=f_], textarea[name^=f_], textarea[name=reason]").forEach(function (el) {
+      var mine = values[el.name];
+      if (el.type === "radio" || el.type === "checkbox") el.checked = !!mine && mine.indexOf(el.value) >= 0;
+      else el.value = mine ? mine[0] : "";
+    });
+    var note = document.getElementById("draft-restored");
+    if (note) note.hidden = false;
+  }
   document.addEventListener("DOMContentLoaded", function () {
+    watchIdle();
     var form = document.getElementById("entry-form");
     if (!form) return;
+    if (form.dataset.draft !== undefined) restoreDraft(form);
+    var cancel = document.getElementById("cancel");
+    if (cancel) cancel.addEventListener("click", function () { try { sessionStorage.removeItem(draftKey()); } catch (e) { /* ignore */ } });
     refresh(form);
-    form.addEventListener("input", function () { refresh(form); markChanged(form); });
-    form.addEventListener("change", function () { refresh(form); markChanged(form); });
+    form.addEventListener("input", function () { refresh(form); markChanged(form); if (form.dataset.draft !== undefined) keepDraft(form); });
+    form.addEventListener("change", function () { refresh(form); markChanged(form); if (form.dataset.draft !== undefined) keepDraft(form); });
   });
   window.ductalLogic = { evaluate: evaluate, truthy: truthy };
 })();

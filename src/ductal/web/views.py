@@ -11,7 +11,7 @@ import datetime as dt
 from collections import Counter, defaultdict
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from ductal import records
@@ -566,7 +566,7 @@ def audit_query(
     field: str | None = None,
 ) -> Any:
     """Return the SELECT of audit entries about data at the user's sites, filtered as asked."""
-    visible = AuditEntry.site_id.in_(principal.sites("audit"))
+    visible: ColumnElement[bool] = AuditEntry.site_id.in_(principal.sites("audit"))
     if principal.can("admin"):
         # sign-ins, accounts and protocols belong to no site: administrators see them too
         visible = or_(visible, AuditEntry.site_id.is_(None))

@@ -186,27 +186,52 @@ def test_chinese_report_with_pdf(study: Engine, tmp_path: Path) -> None:
     assert out.pdf is not None and out.pdf.read_bytes()[:5] == b"%PDF-"
 
 
-def test_bad_input_is_reported_not_fatal(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'bad.sqlite'}")
-    migrate(engine)
+SCREENING = {
+    "screening_date": "2017-03-01", "age": 30, "sex": "female", "non_lactating_6m": 1,
+    "pathology_confirmed": 1, "diagnosis": "igm", "carcinoma_excluded": 1,
+    "consent_signed": 1, "consent_date": "2017-03-01",
+}  # fmt: skip
+
+
+def _follow_up(date: str, **overrides: object) -> dict[str, object]:
+    data: dict[str, object] = {
+        "assessment_date": date, "mass": 1, "erythema": 0, "abscess": 0, "fistula": 0,
+        "ulcer": 0, "skin_involvement": 0, "us_done": 0, "investigator_response": "sd",
+    }  # fmt: skip
+    data.update(overrides)
+    return data
+
+
+def _bad_study(engine: Engine, *, with_visits: bool) -> None:
     with session_scope(engine) as session:
         for protocol in builtin_protocols():
             records.register_protocol(session, protocol=protocol, actor="setup")
         site = accounts.create_site(session, code="RIV", name="Riverside", actor="setup")
-        for i in range(2):
+        for _ in range(2):
             subject = records.screen(
-                session,
-                protocol_id="lavage-observational",
-                site=site,
-                screening={
-                    "screening_date": "2017-03-01", "age": 30 + i, "sex": "female",
-                    "non_lactating_6m": 1, "pathology_confirmed": 1, "diagnosis": "igm",
-                    "carcinoma_excluded": 1, "consent_signed": 1, "consent_date": "2017-03-01",
-                },
-                actor="coord",
-                today=dt.date(2026, 1, 1),
+                session, protocol_id="lavage-observational", site=site, screening=SCREENING,
+                actor="coord", today=dt.date(2026, 1, 1),
             )  # fmt: skip
             records.enrol(session, subject=subject, actor="coord", enrolled_on=dt.date(2017, 3, 2))
+        if not with_visits:
+            return
+        # LAV-0002: no ultrasound ever, month 1 seen on day 60 (window 23-37), month 2 missed
+        records.save_form(
+            session, subject=subject, form_key="baseline", actor="coord",
+            data={"assessment_date": "2017-03-02", "side": "left", "infection_evidence": 0,
+                  "presentation": ["mass"]},
+        )  # fmt: skip
+        for date, event in (("2017-05-01", "month_1"), ("2017-05-31", "month_3")):
+            records.save_form(
+                session, subject=subject, form_key="follow_up", event_key=event, actor="coord",
+                data=_follow_up(date),
+            )  # fmt: skip
+
+
+def test_subjects_without_assessment_are_listed(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'bad.sqlite'}")
+    migrate(engine)
+    _bad_study(engine, with_visits=False)
     out = build_report(engine, tmp_path / "out", pdf=False)
     html = out.html.read_text()
     # no assessment at all: the time-to-event parts say so and name the subjects
@@ -215,6 +240,25 @@ def test_bad_input_is_reported_not_fatal(tmp_path: Path) -> None:
     # protocols with no subject at all still get a section saying so
     assert "nothing could be analysed" in html
     assert any("lavage-vs-steroid-ni" in line for line in out.not_computed)
+    engine.dispose()
+
+
+def test_missing_ultrasound_and_visit_windows_are_reported(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'bad.sqlite'}")
+    migrate(engine)
+    _bad_study(engine, with_visits=True)
+    out = build_report(engine, tmp_path / "out", protocol_ids=["lavage-observational"], pdf=False)
+    html = out.html.read_text()
+    assert "no lesion size could be compared with baseline" in html
+    tables = out.directory / "tables"
+    oow = pd.read_csv(tables / "lavage-observational_out_of_window.csv")
+    assert list(oow["study_id"]) == ["LAV-0002"] and list(oow["event_key"]) == ["month_1"]
+    missed = pd.read_csv(tables / "lavage-observational_missed_visits.csv")
+    assert list(missed["missed_visits"]) == ["month_2"]
+    done = pd.read_csv(tables / "lavage-observational_completeness.csv")
+    values = dict(zip(done.iloc[:, 0], done.iloc[:, 1], strict=True))
+    assert values["Assessments without ultrasound"] == 2
+    assert values["Subjects with no follow-up assessment"] == 1
     engine.dispose()
 
 

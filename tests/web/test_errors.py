@@ -150,3 +150,16 @@ def test_forged_csrf_on_a_page_form_stores_nothing(client: TestClient, world: Wo
     assert r.status_code == 403
     assert "CSRF" in r.text
     assert _audit_count(world) == before
+
+
+def test_openapi_documents_every_api_route_and_the_error_shape(
+    client: TestClient, world: World
+) -> None:
+    doc = client.get("/api/v1/openapi.json").json()
+    assert doc["components"]["schemas"]["ErrorOut"]["required"] == ["error"]
+    paths = doc["paths"]
+    assert "/api/v1/subjects/{study_id}/forms/{form_key}" in paths
+    assert not any(not p.startswith("/api/v1/") for p in paths)  # pages are not in the API doc
+    for path, ops in paths.items():
+        for method, op in ops.items():
+            assert "422" in op["responses"], (method, path)

@@ -15,6 +15,37 @@ from sqlalchemy.orm import Session
 MAX_PAGE = 1000
 
 
+class ErrorField(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    fields: list[ErrorField]
+
+
+class ErrorOut(BaseModel):
+    """The one error shape of the API."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": text}
+    for status, text in (
+        (400, "Malformed JSON"),
+        (401, "Not signed in, bad token, expired session"),
+        (403, "Role not allowed here, or CSRF check failed"),
+        (404, "Not found (or at a site you do not belong to)"),
+        (409, "Changed by someone else first, or not allowed in this state"),
+        (413, "Request body too large"),
+        (422, "Invalid input; every problem is named in fields"),
+    )
+}
+
+
 class Body(BaseModel):
     """Base of request bodies: unknown fields are refused, not ignored."""
 

@@ -20,10 +20,10 @@ from ductal.models import AuditEntry, Membership, ProtocolVersion, Site, User
 from ductal.protocols.loader import builtin_protocol
 from ductal.signatures import hash_password
 from ductal.web import views
-from ductal.web.api._common import MAX_PAGE, Body, stream_page
+from ductal.web.api._common import ERROR_RESPONSES, MAX_PAGE, Body, stream_page
 from ductal.web.deps import Admin, Auditor, Authenticated, Config, DbSession, Viewer
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 
 
 @router.get("/me", tags=["account"], summary="The signed-in user and their roles by site")

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from ductal import accounts, queries, records, signatures
 from ductal.models import DataQuery, FormRecord, Subject, User
 from ductal.web import views
-from ductal.web.api._common import MAX_PAGE, Body, after_rollback, stream_page
+from ductal.web.api._common import ERROR_RESPONSES, MAX_PAGE, Body, after_rollback, stream_page
 from ductal.web.deps import (
     Config,
     DbSession,
@@ -28,7 +28,7 @@ from ductal.web.deps import (
     Viewer,
 )
 
-router = APIRouter(tags=["records"])
+router = APIRouter(tags=["records"], responses=ERROR_RESPONSES)
 
 
 class FormSaveIn(Body):

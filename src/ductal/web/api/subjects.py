@@ -14,7 +14,7 @@ from ductal.errors import NotFound, PermissionDenied, Problem, ValidationError
 from ductal.models import SUBJECT_STATUSES, Subject
 from ductal.protocols.validation import eligibility
 from ductal.web import views
-from ductal.web.api._common import MAX_PAGE, Body, stream_page
+from ductal.web.api._common import ERROR_RESPONSES, MAX_PAGE, Body, stream_page
 from ductal.web.deps import (
     Config,
     DbSession,
@@ -27,7 +27,7 @@ from ductal.web.deps import (
     Viewer,
 )
 
-router = APIRouter(tags=["subjects"])
+router = APIRouter(tags=["subjects"], responses=ERROR_RESPONSES)
 
 
 class ScreenIn(Body):

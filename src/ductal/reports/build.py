@@ -86,16 +86,22 @@ def analyse(data: AnalysisData, lang: str = "en") -> ProtocolReport:
             sections.append(section)
             results[section.key] = res
     facts = [
-        ("id", f"{protocol.id} {protocol.version}"),
-        ("design", protocol.design),
-        ("registration", protocol.registration or "–"),
-        ("arms", ", ".join(a.label.get(lang) for a in protocol.arms)),
+        (t("fact_id", lang), f"{protocol.id} {protocol.version}"),
+        (t("fact_design", lang), t(f"design_{protocol.design}", lang)),
+        (t("fact_registration", lang), protocol.registration or "–"),
+        (t("fact_arms", lang), ", ".join(a.label.get(lang) for a in protocol.arms)),
         (t("screened", lang), str(len(data.screening))),
         (t("enrolled", lang), str(len(data.subjects))),
         (
-            "endpoint",
-            f"CR ≤ {data.horizon_days} + {data.horizon_grace_days} d; "
-            f"competing: {', '.join(data.competing) or '–'}",
+            t("fact_endpoint", lang),
+            t(
+                "endpoint_fact",
+                lang,
+                days=data.horizon_days + data.horizon_grace_days,
+                horizon=data.horizon_days,
+                grace=data.horizon_grace_days,
+                competing=", ".join(data.competing) or "–",
+            ),
         ),
     ]
     return ProtocolReport(

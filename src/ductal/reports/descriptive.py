@@ -360,6 +360,7 @@ def completeness(data: AnalysisData, lang: str) -> tuple[Section, dict[str, Any]
             "completeness",
             t("sec_completeness", lang),
             pd.DataFrame(items, columns=[t("item", lang), t("value", lang)]),
+            note=f"{t('population', lang)}: {t('pop_enrolled', lang)}.",
         )
     )
     if not no_visit.empty:

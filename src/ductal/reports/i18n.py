@@ -32,6 +32,19 @@ _STRINGS: dict[str, tuple[str, str]] = {
         "The database holds no registered protocol.",
         "数据库中没有已注册的研究方案。",
     ),
+    "fact_id": ("Protocol", "研究方案"),
+    "fact_design": ("Design", "设计"),
+    "fact_registration": ("Registration", "注册号"),
+    "fact_arms": ("Arms", "组别"),
+    "fact_endpoint": ("Primary endpoint", "主要终点"),
+    "design_single_arm": ("single arm", "单臂"),
+    "design_randomised": ("randomised", "随机对照"),
+    "design_adaptive": ("adaptive randomised", "适应性随机"),
+    "endpoint_fact": (
+        "CR by day {days} ({horizon} + {grace} days of visit window); "
+        "competing events: {competing}",
+        "第{days}天内完全缓解（{horizon}天 + {grace}天访视窗）；竞争事件：{competing}",
+    ),
     # populations
     "pop_itt": ("intention to treat", "意向性治疗（ITT）"),
     "pop_pp": ("per protocol", "符合方案（PP）"),

@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
@@ -83,7 +84,10 @@ class _Column:
         self.kind = field.type
         self.decimals = field.decimals if field.type == "number" else None
         if field.type == "multi_choice":
-            self.columns = [f"{name}___{c.code}" for c in field.choices]
+            # REDCap names checkbox columns with the code in lower case, other characters as _
+            self.columns = [
+                f"{name}___{re.sub(r'[^a-z0-9_]', '_', c.code.lower())}" for c in field.choices
+            ]
         else:
             self.columns = [name]
 
@@ -497,14 +501,14 @@ def _form_values(
         definition = column.field
         if column.kind == "multi_choice":
             ticked = []
-            for choice, i in zip(definition.choices, indices, strict=True):
+            for choice, name, i in zip(definition.choices, column.columns, indices, strict=True):
                 cell = values[i].strip() if i >= 0 else ""
                 if cell == "1":
                     ticked.append(choice.code)
                 elif cell not in ("", "0"):
                     report.error(
                         where,
-                        f"{column.name}___{choice.code}",
+                        name,
                         f"{cell!r} is not 0 or 1 (checkbox)",
                     )
             if ticked:

@@ -86,7 +86,12 @@ def _feasible(p0: float, p1: float, alpha: float, beta: float, nmax: int) -> np.
     """Return every feasible design as rows (n1, n, r1, r, en0, pet0, alpha, power)."""
     s0, s1 = _survival_table(nmax, p0), _survival_table(nmax, p1)
     rows: list[np.ndarray] = []
-    r_all = np.arange(nmax)
+    target = 1 - beta - _TOL
+    # power <= P(Bin(nmax, p1) > r), so no feasible design has r above r_top
+    r_top = int(np.nonzero(stats.binom.sf(np.arange(nmax), nmax, p1) >= target)[0].max(initial=0))
+    r_all = np.arange(r_top + 2)
+    width = s1.shape[1]
+    s1_flat = s1.ravel()
     for n1 in range(1, nmax):
         n_two = nmax - n1
         n2 = np.arange(1, n_two + 1)
@@ -100,21 +105,28 @@ def _feasible(p0: float, p1: float, alpha: float, beta: float, nmax: int) -> np.
         size_r1 = size[:, n1 - 1 :: -1, :] if n1 > 1 else size[:, :1, :]
         r1 = np.arange(n1)
         r_min = np.maximum(np.count_nonzero(size_r1 > alpha + _TOL, axis=2), r1[None, :])
-        valid = r_min <= (n1 + n2)[:, None] - 1
-        r_idx = np.minimum(r_min, nmax - 1)
-        alpha_at = np.take_along_axis(size_r1, r_idx[:, :, None], axis=2)[:, :, 0]
-        # power only at the chosen r: sum over x1 > r1 of pmf1(x1) P(X2 > r - x1)
+        valid = (r_min <= (n1 + n2)[:, None] - 1) & (r_min <= r_top)
+        r_idx = np.minimum(r_min, r_top)
+        # power <= P(X1 > r1) and <= P(X1 + X2 > r): screen with both before summing
+        pass1 = stats.binom.sf(r1, n1, p1)
+        bound2 = s1[(n1 + n2)[:, None], r_idx + nmax]
+        cand = valid & (pass1[None, :] >= target) & (bound2 >= target)
+        if not cand.any():
+            continue
+        i2, i1 = np.nonzero(cand)
+        r_c = r_idx[i2, i1]
+        # power at the chosen r: sum over x1 > r1 of pmf1(x1) P(X2 > r - x1)
         x1 = np.arange(n1 + 1)
-        cols = r_idx[:, :, None] - x1[None, None, :] + nmax
-        terms = s1[n2[:, None, None], cols] * stats.binom.pmf(x1, n1, p1)[None, None, :]
-        terms *= x1[None, None, :] > r1[None, :, None]
-        power = terms.sum(axis=2)
-        ok = valid & (power >= 1 - beta - _TOL)
+        flat = (n2[i2] * width)[:, None] + r_c[:, None] - x1[None, :] + nmax
+        terms = np.take(s1_flat, flat) * stats.binom.pmf(x1, n1, p1)[None, :]
+        power = np.where(x1[None, :] > i1[:, None], terms, 0.0).sum(axis=1)
+        ok = power >= target
         if not ok.any():
             continue
-        i2, i1 = np.nonzero(ok)
+        i2, i1, r_c, power = i2[ok], i1[ok], r_c[ok], power[ok]
         pet0 = stats.binom.cdf(i1, n1, p0)
         n2_sel = n2[i2]
+        alpha_at = np.take_along_axis(size_r1[i2, i1], r_c[:, None], axis=1)[:, 0]
         rows.append(
             np.column_stack(
                 [
@@ -124,8 +136,8 @@ def _feasible(p0: float, p1: float, alpha: float, beta: float, nmax: int) -> np.
                     r_min[i2, i1],
                     n1 + (1 - pet0) * n2_sel,
                     pet0,
-                    alpha_at[i2, i1],
-                    power[i2, i1],
+                    alpha_at,
+                    power,
                 ]
             )
         )
@@ -150,10 +162,9 @@ def _design(row: np.ndarray) -> TwoStage:
 def _best_per_n(rows: np.ndarray) -> dict[int, np.ndarray]:
     """Return, for each maximum size n, the design with the smallest EN0 (ties: smaller n1)."""
     order = np.lexsort((rows[:, 2], rows[:, 0], np.round(rows[:, 4], 9), rows[:, 1]))
-    best: dict[int, np.ndarray] = {}
-    for row in rows[order]:
-        best.setdefault(int(row[1]), row)
-    return best
+    ranked = rows[order]
+    _, first = np.unique(ranked[:, 1], return_index=True)
+    return {int(row[1]): row for row in ranked[first]}
 
 
 def _admissible(best: dict[int, np.ndarray], n_lo: int, n_hi: int) -> list[Admissible]:

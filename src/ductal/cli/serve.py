@@ -38,6 +38,9 @@ def serve(
         workers=workers,
         proxy_headers=True,
         log_level="info",
+        # a worker imports the whole application before it answers; on a busy machine that can
+        # take longer than uvicorn's default health-check wait, which would restart it in a loop
+        timeout_worker_healthcheck=60,
     )
 
 

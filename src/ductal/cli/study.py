@@ -139,7 +139,7 @@ def demo(
         report_engine.dispose()
     typer.echo(f"report:       {result.html}  (and {result.pdf}, figures/, tables/)")
     typer.echo("")
-    users = ', '.join(u[0] for u in DEMO_USERS)
+    users = ", ".join(u[0] for u in DEMO_USERS)
     typer.echo(f"web sign-in:  users {users}; password {DEMO_PASSWORD}")
     typer.echo("next:")
     typer.echo("  ductal subjects list --protocol lavage-observational")

@@ -100,7 +100,7 @@ def analyse(data: AnalysisData, lang: str = "en") -> ProtocolReport:
                 days=data.horizon_days + data.horizon_grace_days,
                 horizon=data.horizon_days,
                 grace=data.horizon_grace_days,
-                competing=", ".join(data.competing) or "–",
+                competing=efficacy.therapy_labels(data, data.competing, lang) or "–",
             ),
         ),
     ]

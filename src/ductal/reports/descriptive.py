@@ -15,7 +15,7 @@ import pandas as pd
 from ductal.outcomes.dataset import MONTH_DAYS, AnalysisData
 from ductal.reports import figures
 from ductal.reports.efficacy import arms
-from ductal.reports.i18n import t
+from ductal.reports.i18n import exclusion, t
 from ductal.reports.model import FigureSpec, Section, Table
 
 SWIMMER_MAX = 40
@@ -45,6 +45,14 @@ def _median_iqr(values: pd.Series, digits: int = 1) -> str:
     return f"{q2:.{digits}f} ({q1:.{digits}f}–{q3:.{digits}f})"
 
 
+def _eligibility_label(data: AnalysisData, message: str, lang: str) -> str:
+    """Return the eligibility rule's message in ``lang`` (reasons are stored in English)."""
+    label = next(
+        (r.message.get(lang) for r in data.protocol.eligibility if r.message.en == message), message
+    )
+    return f"{label}: {t('not_met', lang)}"
+
+
 def consort(data: AnalysisData, lang: str) -> tuple[Section, dict[str, Any]]:
     sec = Section("consort", t("sec_consort", lang))
     sc = data.screening
@@ -53,7 +61,7 @@ def consort(data: AnalysisData, lang: str) -> tuple[Section, dict[str, Any]]:
     reasons: Counter[str] = Counter()
     for text in inel["status_reason"].dropna():
         for part in str(text).split(";"):
-            reasons[part.strip().removesuffix(": not met")] += 1
+            reasons[_eligibility_label(data, part.strip().removesuffix(": not met"), lang)] += 1
     enrolled = sc[sc["enrolled"]]
     not_enrolled = sc[~sc["enrolled"] & (sc["status"] != "ineligible")]
     s = data.subjects
@@ -94,7 +102,7 @@ def consort(data: AnalysisData, lang: str) -> tuple[Section, dict[str, Any]]:
         for text in pp_out["pp_exclusion"]:
             for part in str(text).split(";"):
                 if part.strip():
-                    excl[part.strip()] += 1
+                    excl[exclusion(part.strip(), lang)] += 1
         lines = [
             f"{t('allocated', lang)}: {len(a)}",
             f"{t('lost', lang)}: {int((a['status'] == 'lost_to_follow_up').sum())}",

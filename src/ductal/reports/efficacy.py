@@ -37,6 +37,15 @@ def arms(data: AnalysisData, lang: str) -> list[tuple[str, str]]:
     return [(a.key, a.label.get(lang)) for a in data.protocol.arms if a.key in present]
 
 
+def therapy_labels(data: AnalysisData, codes: list[str] | tuple[str, ...], lang: str) -> str:
+    """Return therapy codes (e.g. the competing events) as the rescue form labels them."""
+    try:
+        field = data.protocol.form("rescue_therapy").field("therapy")
+    except KeyError:
+        return ", ".join(codes)
+    return ", ".join(field.choice_label(c, lang) for c in codes)
+
+
 def _population(data: AnalysisData, which: str) -> pd.DataFrame:
     s = data.subjects
     return s[s["itt"]] if which == "itt" else s[s["per_protocol"]]
@@ -358,7 +367,7 @@ def competing(data: AnalysisData, lang: str) -> tuple[Section, dict[str, Any]]:
     results["cif"] = cif
     names = {1: t("cif_cr", lang), 2: t("cif_competing", lang)}
     sec.paragraphs.append(
-        t("competing_list", lang, events=", ".join(data.competing))
+        t("competing_list", lang, events=therapy_labels(data, data.competing, lang))
         if 2 in cif.causes
         else t("no_competing", lang)
     )

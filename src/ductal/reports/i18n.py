@@ -80,6 +80,7 @@ _STRINGS: dict[str, tuple[str, str]] = {
     "analysed_pp": ("Analysed (per protocol)", "纳入分析（PP）"),
     "excluded_pp": ("Excluded from per protocol", "排除出符合方案集"),
     "reason": ("Reason", "原因"),
+    "not_met": ("not met", "未满足"),
     "count": ("n", "例数"),
     # table 1
     "characteristic": ("Characteristic", "特征"),
@@ -287,6 +288,27 @@ _STRINGS: dict[str, tuple[str, str]] = {
     "nc_subgroup": ("fewer than two levels with subjects", "有受试者的水平少于两个"),
     "nc_benchmark": ("no literature benchmark in the protocol", "方案中没有文献基准"),
 }
+
+
+# reasons written by ductal.outcomes.dataset (in English) and their translations
+EXCLUSIONS: dict[str, tuple[str, str]] = {
+    "no arm allocated": ("no arm allocated", "未分配组别"),
+    "allocated treatment not received": ("allocated treatment not received", "未接受分配的治疗"),
+    "no follow-up assessment": ("no follow-up assessment", "无随访评估"),
+    "withdrew consent": ("withdrew consent", "撤回知情同意"),
+    "lost to follow-up before the primary horizon": (
+        "lost to follow-up before the primary horizon",
+        "主要终点时间前失访",
+    ),
+}
+
+
+def exclusion(reason: str, lang: str = "en") -> str:
+    """Return a population exclusion reason in ``lang`` (unknown reasons as they are)."""
+    pair = EXCLUSIONS.get(reason)
+    if pair is None:
+        return reason
+    return pair[1] if lang.startswith("zh") else pair[0]
 
 
 def t(key: str, lang: str = "en", **values: object) -> str:

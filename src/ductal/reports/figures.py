@@ -209,7 +209,8 @@ def forest(
             v for r in rows for v in (r.lower, r.estimate, *(r.band or ())) if not math.isnan(v)
         ]
         if lows:
-            ax.set_xlim(max(0.0, math.floor(10 * min(lows) - 0.5) / 10), 1.02)
+            left = max(0.0, math.floor(10 * min(lows) - 0.5) / 10)
+            ax.set_xlim(left - 0.02 if left == 0 else left, 1.02)  # room for markers at 0%
     texts = [r.text for r in rows]
     if any(texts):
         right = ax.secondary_yaxis("right")

@@ -39,7 +39,7 @@ from ductal.outcomes.response import (
     investigator_call,
     lesion_size,
 )
-from ductal.protocols.model import Protocol
+from ductal.protocols.model import Protocol, ResponseCriteria
 
 MONTH_DAYS = 30.4375
 DEFAULT_COMPETING = ("surgery", "systemic_steroid", "methotrexate")
@@ -195,6 +195,137 @@ def _screening_frame(extract: StudyExtract, by_subject: Mapping[int, list[Any]])
     )
 
 
+@dataclass
+class _Course:
+    """One subject's follow-up assessments, classified, and what they add up to."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[DataProblem] = field(default_factory=list)
+    cr_date: dt.date | None = None
+    relapse_date: dt.date | None = None
+    last_date: dt.date | None = None
+    out_of_window: int = 0
+    missing_us: int = 0
+    disagreements: int = 0
+    best_change: float = math.nan
+    responses: list[str] = field(default_factory=list)
+    response_by_horizon: list[str] = field(default_factory=list)
+
+
+def _follow_up_course(
+    records: list[tuple[Any, ...]],
+    *,
+    study_id: str,
+    site: Any,
+    arm: Any,
+    enrolled_on: dt.date,
+    baseline: dict[str, Any] | None,
+    criteria: ResponseCriteria,
+    last_day: int,
+) -> _Course:
+    """Classify one subject's assessments in date order and follow CR, relapse and windows."""
+    course = _Course()
+    raw = []
+    for row in records:
+        data = row[2] or {}
+        when = _date(data.get("assessment_date"))
+        if when is None:
+            course.problems.append(
+                DataProblem(study_id, "no assessment date", f"{row[3]}: assessment undated")
+            )
+            continue
+        raw.append((when, row))
+    raw.sort(key=lambda item: item[0])
+    calls = classify_series([r[2] or {} for _, r in raw], criteria=criteria, baseline=baseline)
+    baseline_size = lesion_size(baseline, criteria) if baseline else math.nan
+    cr_date: dt.date | None = None
+    relapse_date: dt.date | None = None
+    seen_cr = False
+    last_date: dt.date | None = None
+    out_of_window = missing_us = disagreements = 0
+    best_change = math.nan
+    responses: list[str] = []
+    response_by_horizon: list[str] = []
+    for (when, row), call in zip(raw, calls, strict=True):
+        data = row[2] or {}
+        day = (when - enrolled_on).days
+        wstart, wend = _date(row[4]), _date(row[5])
+        in_window = None if wstart is None or wend is None else wstart <= when <= wend
+        if in_window is False:
+            out_of_window += 1
+        if math.isnan(call.size_mm):
+            missing_us += 1
+        if not math.isnan(call.change):
+            best_change = call.change if math.isnan(best_change) else min(best_change, call.change)
+        investigator = investigator_call(data, criteria)
+        agrees = None if investigator is None else investigator == call.overall
+        if agrees is False:
+            disagreements += 1
+        relapse_flag = (
+            criteria.relapse_field is not None and _yes(data.get(criteria.relapse_field)) == 1.0
+        )
+        is_relapse = False
+        if seen_cr and relapse_date is None and (relapse_flag or call.overall == "PD"):
+            relapse_date = when
+            is_relapse = True
+        if relapse_flag and not seen_cr:
+            course.problems.append(
+                DataProblem(
+                    study_id,
+                    "contradictory entry",
+                    f"{row[3]} ({when}): relapse recorded before any complete response",
+                )
+            )
+        scar = criteria.scar_field is not None and _yes(data.get(criteria.scar_field)) == 1.0
+        if scar and call.signs > 0:
+            course.problems.append(
+                DataProblem(
+                    study_id,
+                    "contradictory entry",
+                    f"{row[3]} ({when}): scar only ticked with {call.signs} active sign(s)",
+                )
+            )
+        if call.overall == "CR" and cr_date is None:
+            cr_date = when
+            seen_cr = True
+        responses.append(call.overall)
+        if day <= last_day:
+            response_by_horizon.append(call.overall)
+        last_date = when if last_date is None else max(last_date, when)
+        course.rows.append(
+            {
+                "study_id": study_id,
+                "site": site,
+                "arm": arm,
+                "record_id": int(row[6]),
+                "event_key": row[3],
+                "assessment_date": when,
+                "day": day,
+                "month": day / MONTH_DAYS,
+                "window_start": wstart,
+                "window_end": wend,
+                "in_window": in_window,
+                "clinical_signs": call.signs,
+                "lesion_size_mm": call.size_mm,
+                "baseline_size_mm": baseline_size,
+                "change_from_baseline": call.change,
+                "clinical_response": call.clinical,
+                "radiological_response": call.radiological,
+                "derived_response": call.overall,
+                "rule": call.rule,
+                "investigator_response": investigator,
+                "agrees": agrees,
+                "relapse": bool(is_relapse),
+            }
+        )
+
+    course.cr_date, course.relapse_date, course.last_date = cr_date, relapse_date, last_date
+    course.out_of_window, course.missing_us = out_of_window, missing_us
+    course.disagreements, course.best_change = disagreements, best_change
+    course.responses, course.response_by_horizon = responses, response_by_horizon
+    return course
+
+
 def derive(extract: StudyExtract) -> AnalysisData:
     """Return the analysis datasets of one protocol (pure: no database access)."""
     protocol = extract.protocol
@@ -232,102 +363,21 @@ def derive(extract: StudyExtract) -> AnalysisData:
         if baseline is None:
             problems.append(DataProblem(study_id, "no baseline", "no baseline form recorded"))
 
-        # --- follow-up assessments, in date order
-        raw = []
-        for row in forms[criteria.form]:
-            data = row[2] or {}
-            when = _date(data.get("assessment_date"))
-            if when is None:
-                problems.append(
-                    DataProblem(study_id, "no assessment date", f"{row[3]}: assessment undated")
-                )
-                continue
-            raw.append((when, row))
-        raw.sort(key=lambda item: item[0])
-        calls = classify_series([r[2] or {} for _, r in raw], criteria=criteria, baseline=baseline)
+        course = _follow_up_course(
+            forms[criteria.form],
+            study_id=study_id,
+            site=s["site"],
+            arm=s["arm"],
+            enrolled_on=enrolled_on,
+            baseline=baseline,
+            criteria=criteria,
+            last_day=horizon + grace,
+        )
+        problems += course.problems
+        assessment_rows += course.rows
+        cr_date, relapse_date, last_date = course.cr_date, course.relapse_date, course.last_date
         baseline_size = lesion_size(baseline, criteria) if baseline else math.nan
-        cr_date: dt.date | None = None
-        relapse_date: dt.date | None = None
-        seen_cr = False
-        last_date: dt.date | None = None
-        out_of_window = missing_us = disagreements = 0
-        best_change = math.nan
-        responses: list[str] = []
-        response_by_horizon: list[str] = []
-        for (when, row), call in zip(raw, calls, strict=True):
-            data = row[2] or {}
-            day = (when - enrolled_on).days
-            wstart, wend = _date(row[4]), _date(row[5])
-            in_window = None if wstart is None or wend is None else wstart <= when <= wend
-            if in_window is False:
-                out_of_window += 1
-            if math.isnan(call.size_mm):
-                missing_us += 1
-            if not math.isnan(call.change):
-                best_change = (
-                    call.change if math.isnan(best_change) else min(best_change, call.change)
-                )
-            investigator = investigator_call(data, criteria)
-            agrees = None if investigator is None else investigator == call.overall
-            if agrees is False:
-                disagreements += 1
-            relapse_flag = (
-                criteria.relapse_field is not None and _yes(data.get(criteria.relapse_field)) == 1.0
-            )
-            is_relapse = False
-            if seen_cr and relapse_date is None and (relapse_flag or call.overall == "PD"):
-                relapse_date = when
-                is_relapse = True
-            if relapse_flag and not seen_cr:
-                problems.append(
-                    DataProblem(
-                        study_id,
-                        "contradictory entry",
-                        f"{row[3]} ({when}): relapse recorded before any complete response",
-                    )
-                )
-            scar = criteria.scar_field is not None and _yes(data.get(criteria.scar_field)) == 1.0
-            if scar and call.signs > 0:
-                problems.append(
-                    DataProblem(
-                        study_id,
-                        "contradictory entry",
-                        f"{row[3]} ({when}): scar only ticked with {call.signs} active sign(s)",
-                    )
-                )
-            if call.overall == "CR" and cr_date is None:
-                cr_date = when
-                seen_cr = True
-            responses.append(call.overall)
-            if day <= horizon + grace:
-                response_by_horizon.append(call.overall)
-            last_date = when if last_date is None else max(last_date, when)
-            assessment_rows.append(
-                {
-                    "study_id": study_id,
-                    "site": s["site"],
-                    "arm": s["arm"],
-                    "record_id": int(row[6]),
-                    "event_key": row[3],
-                    "assessment_date": when,
-                    "day": day,
-                    "month": day / MONTH_DAYS,
-                    "window_start": wstart,
-                    "window_end": wend,
-                    "in_window": in_window,
-                    "clinical_signs": call.signs,
-                    "lesion_size_mm": call.size_mm,
-                    "baseline_size_mm": baseline_size,
-                    "change_from_baseline": call.change,
-                    "clinical_response": call.clinical,
-                    "radiological_response": call.radiological,
-                    "derived_response": call.overall,
-                    "rule": call.rule,
-                    "investigator_response": investigator,
-                    "agrees": agrees,
-                    "relapse": bool(is_relapse),
-                }
-            )
+        responses, response_by_horizon = course.responses, course.response_by_horizon
 
         # --- rescue therapy and competing events
         rescues = []
@@ -482,18 +532,18 @@ def derive(extract: StudyExtract) -> AnalysisData:
                 "baseline_size_mm": baseline_size,
                 "lavage_sessions": len(sessions),
                 "treatment_received": received,
-                "n_assessments": len(raw),
-                "n_out_of_window": out_of_window,
-                "n_missing_ultrasound": missing_us,
+                "n_assessments": len(course.rows),
+                "n_out_of_window": course.out_of_window,
+                "n_missing_ultrasound": course.missing_us,
                 "n_missed_visits": len(missed),
                 "missed_visits": ",".join(missed),
-                "n_disagreements": disagreements,
+                "n_disagreements": course.disagreements,
                 "last_assessment_day": (
                     math.nan if last_date is None else float((last_date - enrolled_on).days)
                 ),
                 "best_response": best_response(responses),
                 "best_response_by_horizon": best_response(response_by_horizon),
-                "best_change": best_change,
+                "best_change": course.best_change,
                 "cr_date": cr_date,
                 "time_days": t_days,
                 "time_months": t_days / MONTH_DAYS,

@@ -88,7 +88,9 @@ def record(
         raise AuditError("an audit entry needs an actor")
     lock_chain(session)
     session.flush()
-    head = chain_head(session)
+    head = session.execute(
+        select(AuditEntry.hash, AuditEntry.occurred_at).order_by(AuditEntry.id.desc()).limit(1)
+    ).first()
     prev_hash = head.hash if head is not None else GENESIS_HASH
     occurred_at = utcnow()
     if head is not None and occurred_at < head.occurred_at:

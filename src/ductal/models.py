@@ -112,7 +112,9 @@ class ProtocolVersion(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     protocol_id: Mapped[str] = mapped_column(String(64), index=True)
     version: Mapped[str] = mapped_column(String(32))
-    definition: Mapped[dict[str, Any]]
+    # Deferred: the definition is parsed once per SHA-256 (see records.protocol_of), so
+    # loading a subject's protocol version must not decode the whole document each time.
+    definition: Mapped[dict[str, Any]] = mapped_column(deferred=True)
     sha256: Mapped[str] = mapped_column(String(64))
     loaded_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 

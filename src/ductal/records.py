@@ -28,6 +28,7 @@ from ductal.models import (
     Subject,
     utcnow,
 )
+from ductal.protocols.logic import parse as parse_expression
 from ductal.protocols.model import FormDef, Protocol, ScheduledEvent
 from ductal.protocols.validation import eligibility, validate_form_data
 from ductal.vault import Vault
@@ -571,18 +572,45 @@ def _event_spec_for(protocol: Protocol, form_key: str, event_key: str | None) ->
     return candidates[0]
 
 
-def validation_context(session: Session, subject: Subject, vault: Vault | None) -> dict[str, Any]:
-    """Return the values visible to a form's rules beyond its own fields."""
+_FORM_NAMES: dict[int, tuple[FormDef, frozenset[str]]] = {}
+
+
+def _names_used(form: FormDef) -> frozenset[str]:
+    """Return every name the form's branching, calc and rule expressions refer to (cached)."""
+    cached = _FORM_NAMES.get(id(form))
+    if cached is not None and cached[0] is form:
+        return cached[1]
+    texts = [f.show_if for f in form.fields] + [f.calc for f in form.fields]
+    texts += [r.expr for r in form.rules] + [r.when for r in form.rules]
+    names: set[str] = set()
+    for text in texts:
+        if text:
+            names |= parse_expression(text).fields
+    result = frozenset(names)
+    _FORM_NAMES[id(form)] = (form, result)
+    return result
+
+
+def validation_context(
+    session: Session, subject: Subject, vault: Vault | None, form: FormDef | None = None
+) -> dict[str, Any]:
+    """Return the values visible to a form's rules beyond its own fields.
+
+    Given the form, only what it can use is looked up: the date of birth (decrypted from the
+    vault) when it has dates, the first session date when an expression names it.
+    """
     context: dict[str, Any] = {}
     if subject.enrolled_on is not None:
         context["enrolment_date"] = subject.enrolled_on.isoformat()
-    if vault is not None:
+    has_dates = form is None or any(f.type in ("date", "datetime") for f in form.fields)
+    if vault is not None and has_dates:
         dob = get_identity(session, subject=subject, vault=vault).get("date_of_birth")
         if dob:
             context["date_of_birth"] = dob
-    first = first_session_date(session, subject)
-    if first is not None:
-        context["first_session_date"] = first.isoformat()
+    if form is None or "first_session_date" in _names_used(form):
+        first = first_session_date(session, subject)
+        if first is not None:
+            context["first_session_date"] = first.isoformat()
     return context
 
 
@@ -649,7 +677,7 @@ def save_form(
             "form not for this arm",
             problems=[Problem("event", f"{spec.key!r} is only for arms {', '.join(spec.arms)}")],
         )
-    context = validation_context(session, subject, vault)
+    context = validation_context(session, subject, vault, form)
     clean, problems = validate_form_data(form, data, context=context, today=today)
     missing = [p for p in problems if p.message == REQUIRED_MESSAGE]
     if allow_incomplete:

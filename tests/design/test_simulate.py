@@ -94,7 +94,7 @@ def test_dask_gives_the_serial_result() -> None:
     design = load_design("builtin:lavage-pilot")
     serial = simulate(design, trials=3000, seed=9, chunk_trials=500)
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
     ) as cluster:
         on_cluster = simulate(
             design, trials=3000, seed=9, chunk_trials=500, scheduler=cluster.scheduler_address

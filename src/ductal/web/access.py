@@ -31,6 +31,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "audit": frozenset({"admin", "investigator", "coordinator", "monitor"}),
     "reports": frozenset({"admin", "investigator", "monitor", "statistician", "read_only"}),
     "identity": frozenset({"admin"}),
+    "override_check": frozenset({"investigator"}),  # lift a blocking pre-session check
+    "export": frozenset({"admin", "statistician"}),  # pseudonymous exports, import dry runs
+    "import": frozenset({"admin"}),  # imports register protocols and create subjects
     "admin": frozenset({"admin"}),
 }
 PUBLIC = "public"

@@ -90,7 +90,9 @@ def create_app(
     settings: Settings, *, engine: Engine | None = None, options: WebOptions | None = None
 ) -> FastAPI:
     """Return the web application for ``settings`` (an engine is made unless one is given)."""
+    from ductal.web.api import exchange as api_exchange
     from ductal.web.api import meta as api_meta
+    from ductal.web.api import procedure as api_procedure
     from ductal.web.api import records as api_records
     from ductal.web.api import subjects as api_subjects
     from ductal.web.pages import register as register_pages
@@ -136,7 +138,7 @@ def create_app(
 
     errors.install(app, render_error, config.engine)
 
-    for module in (api_subjects, api_records, api_meta):
+    for module in (api_subjects, api_records, api_meta, api_procedure, api_exchange):
         app.include_router(module.router, prefix="/api/v1")
     register_pages(app)
     static = resources.files("ductal.web").joinpath("static")

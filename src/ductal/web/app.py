@@ -7,6 +7,7 @@ API lives under ``/api/v1`` with its OpenAPI document at ``/api/v1/openapi.json`
 
 from __future__ import annotations
 
+import re
 import threading
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -66,12 +67,20 @@ class SecurityHeaders:
         await self.app(scope, receive, add_headers)
 
 
+# routes that take files: still images, the procedure page (with images), imports, checks
+UPLOAD_PATHS = re.compile(
+    r"^(/api/v1/subjects/[^/]+/images|/subjects/[^/]+/procedure/record"
+    r"|/api/v1/protocols/import/\w+|/api/v1/exchange/check/\w+|/studies/[^/]+/exports/check)$"
+)
+
+
 @dataclass(frozen=True)
 class WebOptions:
     """Web settings beyond :class:`ductal.config.Settings`."""
 
     policy: AuthPolicy = field(default_factory=AuthPolicy)
     max_body_bytes: int = 1_000_000
+    max_upload_bytes: int = 60_000_000  # still images (20 MB each), import files (50 MB)
     secure_cookies: bool | None = None  # default: on in production
 
 
@@ -144,7 +153,12 @@ def create_app(
     static = resources.files("ductal.web").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(errors.BodyLimit, max_bytes=options.max_body_bytes)
+    app.add_middleware(
+        errors.BodyLimit,
+        max_bytes=options.max_body_bytes,
+        upload_paths=UPLOAD_PATHS,
+        max_upload_bytes=options.max_upload_bytes,
+    )
     return app
 
 

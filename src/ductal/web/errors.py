@@ -9,6 +9,7 @@ redirect for 401).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote
@@ -129,17 +130,29 @@ def install(app: FastAPI, render_page: Renderer, engine: Engine) -> None:
 class BodyLimit:
     """ASGI middleware refusing request bodies larger than ``max_bytes`` with the error shape."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        upload_paths: re.Pattern[str] | None = None,
+        max_upload_bytes: int = 0,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # file uploads (still images, import files) may be larger than a form or JSON body
+        self.upload_paths = upload_paths
+        self.max_upload_bytes = max_upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.max_bytes
+        if self.upload_paths is not None and self.upload_paths.search(scope.get("path", "")):
+            limit = max(limit, self.max_upload_bytes)
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._refuse(send)
             return
         seen = 0
@@ -150,7 +163,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     refused = True
                     raise _TooLarge
             return message

@@ -1,7 +1,8 @@
 """The access-control proof: every route × every role × own site / other site, tried for real.
 
-Run ``python -m tests.trust.access_matrix`` to print the matrix as Markdown (it is pasted into
-docs/validation.md); ``tests/trust/test_access_matrix.py`` asserts every cell. The study data
+Run ``python -m tests.trust.access_matrix`` to print the matrix as Markdown, or with
+``--write docs/validation.md`` to replace the table between its markers there;
+``tests/trust/test_access_matrix.py`` asserts every cell. The study data
 (subject, form record, query) lives at site RIV. For each role there is one user holding that role
 at RIV only ("own") and one holding it at HIL only ("other"). Each user calls every route: the API
 with a bearer token, the pages with a signed-in browser session and its CSRF token, POSTs with a
@@ -16,6 +17,7 @@ wherever they are; their answers hold only the user's own sites (asserted separa
 
 from __future__ import annotations
 
+import html
 import re
 import tempfile
 from collections.abc import Iterator
@@ -88,12 +90,15 @@ class Cell:
     where: str  # "own" or "other"
     status: int
     expected: str  # "admit", "refuse" or "any" (public: anything but a server error)
+    hidden: bool = False  # a 404 saying the RIV object does not exist (the site-hiding answer)
 
     @property
     def outcome(self) -> str:
         if self.status >= 500:
             return "error"
-        return "refuse" if self.status in (401, 403, 404) else "admit"
+        if self.status in (401, 403) or (self.status == 404 and self.hidden):
+            return "refuse"
+        return "admit"  # including a 404 about something else: access control was passed
 
     @property
     def ok(self) -> bool:
@@ -272,7 +277,7 @@ def cells(world: World, roles: tuple[str, ...] = ROLES) -> Iterator[Cell]:
                     template = route.path or ""
                     path = PARAM.sub(lambda m, v=values: str(v[m.group(1)]), template)
                     for method in sorted(route.methods or []):
-                        status = _call(client, world, user, csrf, method, path, template)
+                        status, text = _call(client, world, user, csrf, method, path, template)
                         yield Cell(
                             method,
                             route.path or "",
@@ -281,6 +286,7 @@ def cells(world: World, roles: tuple[str, ...] = ROLES) -> Iterator[Cell]:
                             where,
                             status,
                             expected(permission, role, where, method, template),
+                            status == 404 and _hiding(world, text),
                         )
 
 
@@ -292,7 +298,7 @@ def _call(
     method: str,
     path: str,
     template: str,
-) -> int:
+) -> tuple[int, str]:
     if path.startswith("/api/"):
         kwargs: dict[str, Any] = {"headers": {"Authorization": f"Bearer {world.tokens[user]}"}}
         if method == "POST":
@@ -301,7 +307,20 @@ def _call(
         kwargs = {"headers": {"accept": "text/html"}, "follow_redirects": False}
         if method == "POST":
             kwargs["data"] = {"csrf_token": csrf, **PAGE_FIELDS.get(template, {})}
-    return client.request(method, path, **kwargs).status_code
+    r = client.request(method, path, **kwargs)
+    return r.status_code, r.text
+
+
+def _hiding(world: World, text: str) -> bool:
+    """Return True when ``text`` says RIV, or its subject, record or query, does not exist."""
+    v = world.values
+    text = html.unescape(text)
+    return (
+        f"no subject '{v['study_id']}'" in text
+        or f"no form record {v['record_id']}" in text
+        or f"no query {v['query_id']}" in text
+        or "no site 'RIV'" in text
+    )
 
 
 def markdown(all_cells: list[Cell]) -> str:
@@ -316,7 +335,7 @@ def markdown(all_cells: list[Cell]) -> str:
         row = []
         for role, where in columns:
             c = by_key[(method, path, role, where)]
-            mark = "✔" if c.outcome == "admit" else ("✘" if c.outcome == "refuse" else "⚠")
+            mark = {"admit": "✔", "refuse": "✘"}.get(c.outcome, "⚠")
             row.append(f"{mark} {c.status}" + ("" if c.ok else " **UNEXPECTED**"))
         lines.append(f"| `{method} {path}` | {permission} | " + " | ".join(row) + " |")
     total = len(all_cells)
@@ -325,8 +344,9 @@ def markdown(all_cells: list[Cell]) -> str:
     lines.append(
         f"{total} cells, {sum(c.outcome == 'admit' for c in all_cells)} admitted, "
         f"{sum(c.outcome == 'refuse' for c in all_cells)} refused, {wrong} unexpected. "
-        "✔ admitted (2xx, 3xx, or 409/422 on the empty body: past access control), "
-        "✘ refused (401/403/404)."
+        "✔ admitted: past access control (2xx, 3xx; 409/422 for the empty body; 404 about "
+        "something other than the object, e.g. a form record that is not a procedure). "
+        "✘ refused: 401, 403, or 404 saying RIV's subject, record or query does not exist."
     )
     return "\n".join(lines)
 
@@ -341,6 +361,23 @@ def temporary_world() -> Iterator[World]:
             world.engine.dispose()
 
 
+START, END = "<!-- access-matrix:start -->", "<!-- access-matrix:end -->"
+
+
+def write_into(doc: Path, table: str) -> None:
+    """Replace the text between the matrix markers of ``doc`` with ``table``."""
+    text = doc.read_text()
+    head, rest = text.split(START, 1)
+    _old, tail = rest.split(END, 1)
+    doc.write_text(f"{head}{START}\n{table}\n{END}{tail}")
+
+
 if __name__ == "__main__":
+    import sys
+
     with temporary_world() as w:
-        print(markdown(list(cells(w))))
+        table = markdown(list(cells(w)))
+    if len(sys.argv) > 2 and sys.argv[1] == "--write":
+        write_into(Path(sys.argv[2]), table)
+    else:
+        print(table)

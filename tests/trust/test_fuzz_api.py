@@ -3,7 +3,7 @@
 Every operation is called with generated requests by an administrator's token: no response may
 be a server error (5xx) and every response must match the schema the document declares. The
 bounded run here uses a fixed number of examples per operation (``DUCTAL_FUZZ_EXAMPLES``, default
-15); docs/validation.md gives the longer run.
+10); docs/validation.md gives the longer run.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from tests.trust.access_matrix import World, temporary_world
 
-EXAMPLES = int(os.environ.get("DUCTAL_FUZZ_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("DUCTAL_FUZZ_EXAMPLES", "10"))
 # Defects this fuzzing found that belong to the web layer and are reported, not yet fixed; any
 # other failure fails the test. An id or version beyond 2**63 in a path or body reaches SQLite
 # and raises OverflowError (a 500): the parameters need an upper bound (le=2**31 - 1).

@@ -245,14 +245,15 @@ def simulate(
         stops = ", ".join(f"{k} {v:.3f}" for k, v in sc["p_stop_reason"].items() if v > 0)
         typer.echo(f"  stopped: {stops}")
         typer.echo(
-            f"  {'arm':<10}{'rate':>6}{'select':>8}{'drop':>7}{'E[n]':>8}{'n 5-95%':>10}{'bias':>8}"
+            f"  {'arm':<10}{'rate':>6}{'select':>8}{'drop':>7}{'effic.':>8}{'E[n]':>8}"
+            f"{'n 5-95%':>10}{'bias':>8}"
         )
         for arm in sc["arms"]:
             q = arm["n_quantiles"]
             bias = "" if arm["bias"] is None else f"{arm['bias']:+.3f}"
             typer.echo(
                 f"  {arm['arm']:<10}{arm['true_rate']:>6.2f}{arm['p_selected']:>8.3f}"
-                f"{arm['p_dropped']:>7.3f}{arm['expected_n']:>8.1f}"
+                f"{arm['p_dropped']:>7.3f}{arm['p_efficacious']:>8.3f}{arm['expected_n']:>8.1f}"
                 f"{str(q['q05']) + '-' + str(q['q95']):>10}{bias:>8}"
             )
 

@@ -70,7 +70,7 @@ class SecurityHeaders:
 # routes that take files: still images, the procedure page (with images), imports, checks
 UPLOAD_PATHS = re.compile(
     r"^(/api/v1/subjects/[^/]+/images|/subjects/[^/]+/procedure/record"
-    r"|/api/v1/protocols/import/\w+|/api/v1/exchange/check/\w+|/studies/[^/]+/exports/check)$"
+    r"|/api/v1/protocols/import/\w+|/api/v1/exchange/check/\w+|/studies/[^/]+/exports/(check|import))$"
 )
 
 

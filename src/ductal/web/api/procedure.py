@@ -196,7 +196,7 @@ def operator_log_rows(
     }
 
 
-def _site_sheet_site(db: Session, principal: Principal, code: str | None) -> str:
+def site_for_sheet(db: Session, principal: Principal, code: str | None) -> str:
     codes = views.site_codes(db)
     mine = [codes[i] for i in principal.sites("view") if i in codes]
     if code is None:
@@ -478,7 +478,7 @@ def get_site_instructions(
     format: Format = "pdf",
     session_date: Annotated[dt.date | None, Query()] = None,
 ) -> Response:
-    code = _site_sheet_site(db, principal, site)
+    code = site_for_sheet(db, principal, site)
     proto = records.protocol_of(records.latest_protocol_version(db, protocol)) if protocol else None
     details = instructions.site_sheet(
         db,

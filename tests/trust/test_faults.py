@@ -218,3 +218,9 @@ def test_storage_failures_get_a_plain_message(orig: Exception, wording: str | No
         assert message is None
     else:
         assert message is not None and wording in message
+
+
+def test_the_fault_checks_catch_a_lost_acknowledgement(study: Study) -> None:
+    lost = Acks(versions={987654: 1}, count=1)
+    with pytest.raises(AssertionError, match="987654 was lost"):
+        check_nothing_lost_or_half_written(study.engine, study.known_study_id, lost)

@@ -31,3 +31,21 @@ def test_concurrent_clients_lose_and_double_nothing(database_url: str, tmp_path:
         assert loadgen.check(engine, ledger) == []
     finally:
         engine.dispose()
+
+
+def test_the_checks_catch_loss_doubling_and_going_back(database_url: str) -> None:
+    """The post-run checks fail on a lost write, a slot told twice, a version going back."""
+    loadgen.prepare(database_url, clients=1)
+    engine = make_engine(database_url)
+    try:
+        assert loadgen.check(engine, loadgen.Ledger()) == []
+        lost = loadgen.Ledger(records={424242: 1})
+        assert any("424242 is missing" in p for p in loadgen.check(engine, lost))
+        doubled = loadgen.Ledger(slots=[(1, 3), (1, 3)])
+        assert any("two subjects" in p for p in loadgen.check(engine, doubled))
+        gone = loadgen.Ledger(subjects={"LAV-9999": loadgen.OBS})
+        assert any("LAV-9999 is missing" in p for p in loadgen.check(engine, gone))
+        back = loadgen.Ledger(backwards=["record 1: saved 3 -> 2"])
+        assert loadgen.check(engine, back) == ["record 1: saved 3 -> 2"]
+    finally:
+        engine.dispose()

@@ -11,9 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import Response
-from starlette.datastructures import UploadFile
 
 from ductal.errors import DuctalError, Problem, ValidationError
 from ductal.exchange import api as exchange
@@ -24,21 +23,6 @@ from ductal.web.deps import Config, DbSession, FormFields
 from ductal.web.pages._render import first, render
 
 router = APIRouter(include_in_schema=False)
-
-
-async def _files(request: Request) -> dict[str, bytes]:
-    submitted = await request.form()
-    out: dict[str, bytes] = {}
-    for key in ("file", "dictionary", "records"):
-        upload = submitted.get(key)
-        if isinstance(upload, UploadFile) and upload.filename:
-            out[key] = await upload.read()
-        if isinstance(upload, UploadFile):
-            await upload.close()
-    return out
-
-
-Files = Annotated[dict[str, bytes], Depends(_files)]
 
 
 def _page(
@@ -84,6 +68,11 @@ def download(
     )
 
 
+def _read(**uploads: UploadFile | None) -> dict[str, bytes]:
+    """Return the contents of the files actually chosen (a form sends empty ones otherwise)."""
+    return {k: u.file.read() for k, u in uploads.items() if u is not None and u.filename}
+
+
 def _text(content: bytes | None, name: str) -> str | None:
     if content is None:
         return None
@@ -102,9 +91,10 @@ def check(
     principal: Exporter,
     db: DbSession,
     form: FormFields,
-    files: Files,
+    file: Annotated[UploadFile | None, File()] = None,
 ) -> Response:
     kind = first(form, "kind", "dictionary")
+    files = _read(file=file)
     try:
         if "file" not in files:
             raise ValidationError("choose a file", problems=[Problem("file", "is required")])
@@ -128,9 +118,12 @@ def do_import(
     principal: Importer,
     db: DbSession,
     form: FormFields,
-    files: Files,
+    file: Annotated[UploadFile | None, File()] = None,
+    dictionary: Annotated[UploadFile | None, File()] = None,
+    records: Annotated[UploadFile | None, File()] = None,
 ) -> Response:
     kind = first(form, "kind", "redcap")
+    files = _read(file=file, dictionary=dictionary, records=records)
     partial = first(form, "partial") == "true"
     target = first(form, "protocol") or None
     try:
@@ -147,9 +140,9 @@ def do_import(
                         db, path=path, actor=principal.username, protocol_id=target, partial=partial
                     )
             else:
-                dictionary = _text(files.get("dictionary"), "dictionary")
+                dictionary_text = _text(files.get("dictionary"), "dictionary")
                 records_csv = _text(files.get("records"), "records")
-                if dictionary is None and records_csv is None:
+                if dictionary_text is None and records_csv is None:
                     raise ValidationError(
                         "nothing to import",
                         problems=[Problem("dictionary", "give a dictionary or records")],
@@ -157,9 +150,9 @@ def do_import(
                 proto, report = exchange.import_redcap(
                     db,
                     actor=principal.username,
-                    dictionary=dictionary,
+                    dictionary=dictionary_text,
                     records_csv=records_csv,
-                    protocol_id=target or (protocol_id if dictionary is None else None),
+                    protocol_id=target or (protocol_id if dictionary_text is None else None),
                     partial=partial,
                 )
     except DuctalError as exc:

@@ -12,9 +12,8 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
-from starlette.datastructures import UploadFile
 
 from ductal import records
 from ductal.errors import DuctalError, Problem, ValidationError
@@ -383,22 +382,6 @@ def record_form(request: Request, access: SubjectEditor, db: DbSession) -> Respo
     return _session_page(request, db, access, "ductoscopy_procedure", values=values)
 
 
-async def _uploaded_images(request: Request) -> dict[str, bytes]:
-    """Return the still images uploaded with a procedure form, by image field."""
-    submitted = await request.form()
-    out: dict[str, bytes] = {}
-    for key in record.IMAGE_FIELDS:
-        upload = submitted.get(f"upload_{key}")
-        if isinstance(upload, UploadFile) and upload.filename:
-            out[key] = await upload.read()
-        if isinstance(upload, UploadFile):
-            await upload.close()
-    return out
-
-
-Images = Annotated[dict[str, bytes], Depends(_uploaded_images)]
-
-
 def _store(config: Config, images: dict[str, bytes], data: dict[str, Any]) -> list[Problem]:
     """Store uploaded images by checksum and put their references into ``data``."""
     problems: list[Problem] = []
@@ -417,8 +400,17 @@ def record_save(
     db: DbSession,
     form: FormFields,
     config: Config,
-    images: Images,
+    upload_image_1: Annotated[UploadFile | None, File()] = None,
+    upload_image_2: Annotated[UploadFile | None, File()] = None,
+    upload_image_3: Annotated[UploadFile | None, File()] = None,
 ) -> Response:
+    images = {
+        key: upload.file.read()
+        for key, upload in zip(
+            record.IMAGE_FIELDS, (upload_image_1, upload_image_2, upload_image_3), strict=True
+        )
+        if upload is not None and upload.filename
+    }
     definition = _protocol(access).form("ductoscopy_procedure")
     data = collect(definition, form, "procedure_date")
     upload_problems = _store(config, images, data)

@@ -3,9 +3,10 @@
 Run: .venv/bin/python benchmarks/faults_web.py [--only kill|disk|pg-restart] [--clients 16]
   kill        SIGKILL every server process mid-burst (SQLite and PostgreSQL), restart on the same
               port; clients see connection errors, then carry on.
-  disk        the SQLite database on a small tmpfs (needs root to mount; skipped otherwise):
-              writes must fail with 503 database_unavailable and a plain message; then the file
-              system is enlarged and writes work again.
+  disk        the SQLite database, then PostgreSQL's tables (a tablespace), on a small tmpfs
+              (needs root to mount; skipped otherwise): writes must fail with 503
+              database_unavailable and a plain message; then the file system is enlarged and
+              writes work again.
   pg-restart  ``pg_ctlcluster --skip-systemctl-redirect 15 main restart`` under load; requests
               fail cleanly during the restart and succeed after. The cluster is started again at
               the end whatever happens. Other users of the server see the restart too.
@@ -33,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.load_web import scratch_postgres
+from benchmarks.load_web import PG_DEFAULT, scratch_postgres
 from tests.trust import loadgen
 
 from ductal.db import make_engine
@@ -145,42 +146,97 @@ def _kill(url: str, tmp: Path, clients: int, kind: str) -> bool:
     return _report(f"SIGKILL server mid-burst ({kind})", ledger, start, end, _check(url, ledger))
 
 
-def scenario_disk(clients: int) -> bool:
+def _fill_and_free(
+    url: str, mnt: Path, data: Path, clients: int, name: str, *, room: int = 1_500_000
+) -> bool:
+    """Run a burst with ``room`` bytes free on ``mnt``; free space once writes are refused."""
+    tokens = loadgen.prepare(url, clients)
+    used = sum(p.stat().st_size for p in mnt.rglob("*") if p.is_file())
+    size_kb = (used + room) // 1024  # a few hundred saves, then the disk is full
+    subprocess.run(["mount", "-o", f"remount,size={size_kb}k", str(mnt)], check=True)
+    ledger = loadgen.Ledger()
+
+    def grow(server: loadgen.Server) -> loadgen.Server:
+        deadline = time.monotonic() + 60  # wait for the disk to fill, then free it
+        while time.monotonic() < deadline and not any("503" in k for k in ledger.errors):
+            time.sleep(0.2)
+        subprocess.run(["mount", "-o", "remount,size=256m", str(mnt)], check=True)
+        return server
+
+    ledger, start, end = _under_load(
+        url, data, tokens, seconds=45, fault_at=0.5, fault=grow, ledger=ledger
+    )
+    problems = _check(url, ledger)
+    if not any("503 database_unavailable" in k for k in ledger.errors):
+        problems.append("the full disk never produced a 503 database_unavailable")
+    other = [k for k in ledger.errors if k.split(": ")[1].startswith("5") and "503" not in k]
+    if other:
+        problems.append(f"a full disk gave other server errors: {other}")
+    return _report(name, ledger, start, end, problems)
+
+
+def scenario_disk(kind: str, clients: int) -> bool:
     if os.geteuid() != 0 or shutil.which("mount") is None:
-        print(json.dumps({"scenario": "disk full (sqlite)", "verdict": "skipped: needs root"}))
+        print(json.dumps({"scenario": f"disk full ({kind})", "verdict": "skipped: needs root"}))
         return True
     with tempfile.TemporaryDirectory(prefix="ductal-disk-") as tmp:
-        mnt = Path(tmp) / "small"
-        mnt.mkdir()
-        url = f"sqlite:///{mnt}/full.sqlite"
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mnt)], check=True)
-        try:
-            tokens = loadgen.prepare(url, clients)
-            used = sum(p.stat().st_size for p in mnt.iterdir())
-            # leave about 1.5 MB: a few hundred saves, then the disk is full
-            size_kb = (used + 1_500_000) // 1024
-            subprocess.run(["mount", "-o", f"remount,size={size_kb}k", str(mnt)], check=True)
-
-            ledger = loadgen.Ledger()
-
-            def grow(server: loadgen.Server) -> loadgen.Server:
-                deadline = time.monotonic() + 60  # wait for the disk to fill, then free it
-                while time.monotonic() < deadline and not any("503" in k for k in ledger.errors):
-                    time.sleep(0.2)
-                subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)
-                return server
-
-            ledger, start, end = _under_load(
-                url, Path(tmp) / "data", tokens, seconds=45, fault_at=0.5, fault=grow, ledger=ledger
+        if kind == "sqlite":
+            mnt = Path(tmp) / "small"
+            mnt.mkdir()
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], check=True
             )
-            problems = _check(url, ledger)
-            if not any("503 database_unavailable" in k for k in ledger.errors):
-                problems.append("the full disk never produced a 503 database_unavailable")
-            if any(k.startswith(("5",)) and "503" not in k for k in ledger.errors):
-                problems.append("a full disk gave an error other than 503")
-            return _report("disk full under the SQLite database", ledger, start, end, problems)
-        finally:
-            subprocess.run(["umount", "-l", str(mnt)], check=False)
+            try:
+                return _fill_and_free(
+                    f"sqlite:///{mnt}/full.sqlite",
+                    mnt,
+                    Path(tmp) / "data",
+                    clients,
+                    "disk full under the SQLite database",
+                )
+            finally:
+                subprocess.run(["umount", "-l", str(mnt)], check=False)
+        return _pg_disk(Path(tmp), clients)
+
+
+def _pg_disk(tmp: Path, clients: int) -> bool:
+    """PostgreSQL with the database's tables in a tablespace on a small tmpfs."""
+    import pwd
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    owner = pwd.getpwnam("postgres")
+    mnt = Path(tempfile.mkdtemp(prefix="ductal-pgts-"))  # directly under /tmp: reachable
+    name = f"ductal_full_{os.getpid()}"
+    base = make_url(os.environ.get("DUCTAL_BENCH_POSTGRES_URL", PG_DEFAULT))
+    admin = create_engine(
+        base.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
+    options = f"size=256m,mode=0700,uid={owner.pw_uid},gid={owner.pw_gid}"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], check=True)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE TABLESPACE {name} LOCATION '{mnt}'"))
+            conn.execute(text(f'CREATE DATABASE "{name}" TABLESPACE {name}'))
+        url = base.set(database=name).render_as_string(hide_password=False)
+        # PostgreSQL's WAL stays in its data directory: only table and index pages land here
+        return _fill_and_free(
+            url,
+            mnt,
+            tmp / "data",
+            clients,
+            "disk full under PostgreSQL (tablespace on tmpfs)",
+            room=256_000,
+        )
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f"DROP TABLESPACE IF EXISTS {name}"))
+        admin.dispose()
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        mnt.rmdir()
 
 
 def _cluster(action: str) -> subprocess.CompletedProcess[str]:
@@ -243,7 +299,8 @@ def main() -> int:
         ok &= scenario_kill("sqlite", args.clients)
         ok &= scenario_kill("postgresql", args.clients)
     if args.only in (None, "disk"):
-        ok &= scenario_disk(args.clients)
+        ok &= scenario_disk("sqlite", args.clients)
+        ok &= scenario_disk("postgresql", args.clients)
     if args.only in (None, "pg-restart"):
         ok &= scenario_pg_restart(args.clients)
     print("all fault checks passed" if ok else "FAULT CHECKS FAILED")

@@ -146,10 +146,16 @@ def _sections(protocol: Protocol, form: FormDef, lang: str) -> list[dict[str, An
                     keys += ["dilator_first_mm", "dilator_last_mm"]
         present = [specs[k] for k in keys if k in specs and specs[k]["type"] != "calc"]
         placed.update(keys)
-        out.append({"key": key, "fields": present, "steps": steps if key == "checklist" else []})
+        items: list[dict[str, Any]] = []  # checklist: each step with the fields that belong to it
+        for spec in present if key == "checklist" else []:
+            if spec["key"] in steps:
+                items.append({"step": spec, "subs": []})
+            elif items:
+                items[-1]["subs"].append(spec)
+        out.append({"key": key, "fields": present, "items": items})
     rest = [s for k, s in specs.items() if k not in placed and s["type"] != "calc"]
     if rest:
-        out.append({"key": "other", "fields": rest, "steps": []})
+        out.append({"key": "other", "fields": rest, "items": []})
     return out
 
 
@@ -344,7 +350,7 @@ def _session_page(
             {
                 "key": "lavage",
                 "fields": [views.field_spec(f, lang) for f in form.fields if f.type != "calc"],
-                "steps": [],
+                "items": [],
             }
         ]
     day = _date(str(values.get("procedure_date") or values.get("session_date") or ""))

@@ -145,3 +145,16 @@ def test_procedure_journey(
     assert page.locator("#procedures-card .badge.warn").count() == 1  # over the limit
     page.screenshot(path=str(shots / f"{lang}-proc-5-overview.png"), full_page=True)
     ctx.close()  # type: ignore[attr-defined]
+
+    # a statistician's Exports page: a pseudonymous download with the export options
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    page = ctx.new_page()
+    _sign_in(page, base, "statistician", lang)
+    page.click("nav.main a[href$='/exports']")
+    page.check("input[name=fmt][value='stata']")
+    page.check("input[name=hash_ids]")
+    page.screenshot(path=str(shots / f"{lang}-proc-6-exports.png"), full_page=True)
+    with page.expect_download() as download:  # type: ignore[attr-defined]
+        page.click("#download")
+    assert download.value.suggested_filename == "lavage-observational-stata.zip"
+    ctx.close()  # type: ignore[attr-defined]

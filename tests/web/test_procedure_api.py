@@ -238,6 +238,9 @@ def test_instruction_sheet_name_only_for_admin_or_investigator(
     for role in ("investigator", "admin"):
         r = client.get(f"{path}?with_name=true&format=html&lang=zh", headers=bearer(world, role))
         assert r.status_code == 200 and NAME in r.text and "患者须知" in r.text
+    with session_scope(world.engine) as s:
+        views = s.scalars(select(AuditEntry).where(AuditEntry.action == "view_identity")).all()
+        assert sorted(e.actor for e in views) == ["admin", "investigator"]
     pdf = client.get(f"{path}?lang=en", headers=bearer(world, "coordinator"))
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     site = client.get(

@@ -17,7 +17,7 @@ from pydantic import Field, StrictInt, StrictStr
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ductal import accounts, records
+from ductal import accounts, audit, records
 from ductal.errors import NotFound, PermissionDenied, Problem, ValidationError
 from ductal.models import Subject
 from ductal.procedure import checks, course, instructions, pathology, record, regimen, report
@@ -138,7 +138,7 @@ def subject_sheet(
         raise PermissionDenied(
             "only an admin or investigator at the subject's site may print the patient's name"
         )
-    return instructions.subject_sheet(
+    details = instructions.subject_sheet(
         db,
         subject=access.subject,
         lang=lang,
@@ -147,6 +147,18 @@ def subject_sheet(
         include_name=with_name,
         vault=config.vault,
     )
+    if with_name:  # printing the name reads the identity vault: audited as the identity page is
+        audit.record(
+            db,
+            actor=principal.username,
+            action="view_identity",
+            entity_type="subject",
+            entity_id=access.subject.id,
+            after={"fields": ["name"], "for": "patient instruction sheet"},
+            subject_study_id=access.subject.study_id,
+            site_id=access.subject.site_id,
+        )
+    return details
 
 
 def visible_subjects(db: Session, principal: Principal, protocol_id: str) -> list[Subject]:

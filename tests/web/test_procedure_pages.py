@@ -231,3 +231,33 @@ def test_study_page_dashboard_and_chinese(client: TestClient, world: World) -> N
     assert "乳管镜与冲洗" in zh.text and "操作前核查" in zh.text
     form = client.get(f"/subjects/{sid}/procedure/record", headers=HTML)
     assert "步骤核对清单" in form.text and "冲洗方案" in form.text
+
+
+def test_lavage_session_page(client: TestClient, world: World) -> None:
+    sid = _subject(client, world)
+    csrf = login(client, "coordinator")
+    client.post(f"/subjects/{sid}/procedure/checks", data=_checks_form(csrf), headers=HTML)
+    form = client.get(f"/subjects/{sid}/procedure/lavage", headers=HTML)
+    assert form.status_code == 200 and 'id="checks-ok"' in form.text
+    session = {
+        "csrf_token": csrf,
+        "form_key": "lavage_session",
+        "f_session_date": TODAY.isoformat(),
+        "f_session_number": "1",
+        "f_procedure": "infusion",
+        "f_steroid_agent": "dexamethasone",
+        "f_steroid_dose_mg": "30",
+        "f_antibiotic_added": "0",
+    }
+    fb = client.post(f"/subjects/{sid}/procedure/feedback", data=session, headers=HTML)
+    assert 'data-rule="steroid_dose_out_of_range"' in fb.text
+    r = client.post(
+        f"/subjects/{sid}/procedure/lavage", data={**session, "f_session_number": ""}, headers=HTML
+    )
+    assert r.status_code == 422 and 'data-for="session_number"' in r.text
+    r = client.post(f"/subjects/{sid}/procedure/lavage", data=session, headers=HTML)
+    assert r.status_code == 200 and "Lavage session saved." in r.text
+    assert "on time 1" in r.text  # the infusion opens the course, on its day
+    with session_scope(world.engine) as s:
+        saved = s.scalars(select(FormRecord).where(FormRecord.form_key == "lavage_session")).one()
+        assert saved.data["steroid_dose_mg"] == 30

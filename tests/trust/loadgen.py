@@ -159,6 +159,7 @@ class Server:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
+        self.log.close()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -167,7 +168,7 @@ class Server:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
-        self.log.close()
+        self.log.close()  # closing twice is harmless
 
 
 @contextmanager

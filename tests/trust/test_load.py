@@ -5,6 +5,8 @@ A short run of :mod:`tests.trust.loadgen` (``benchmarks/load_web.py`` is the lon
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -47,5 +49,39 @@ def test_the_checks_catch_loss_doubling_and_going_back(database_url: str) -> Non
         assert any("LAV-9999 is missing" in p for p in loadgen.check(engine, gone))
         back = loadgen.Ledger(backwards=["record 1: saved 3 -> 2"])
         assert loadgen.check(engine, back) == ["record 1: saved 3 -> 2"]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_server_killed_mid_burst_keeps_every_acknowledged_write(tmp_path: Path) -> None:
+    """SIGKILL every server process during a burst, start it again: nothing acknowledged is lost."""
+    url = f"sqlite:///{tmp_path / 'kill.sqlite'}"
+    tokens = loadgen.prepare(url, clients=6)
+    server = loadgen.Server(url, tmp_path / "data", workers=2, port=loadgen.free_port())
+    ledger = loadgen.Ledger()
+    try:
+        server.wait_ready()
+        runner = threading.Thread(
+            target=loadgen.drive,
+            args=(server.base, tokens),
+            kwargs={"seconds": 14.0, "ledger": ledger},
+        )
+        runner.start()
+        time.sleep(3.0)
+        before = len(ledger.records)
+        server.kill()
+        killed_at = time.monotonic()
+        server = loadgen.Server(url, tmp_path / "data", workers=2, port=server.port)
+        server.wait_ready()
+        runner.join(timeout=120)
+    finally:
+        server.stop()
+    assert before > 0, "nothing was written before the kill"
+    assert ledger.errors, "the kill went unnoticed"
+    assert any(t > killed_at for t in ledger.ok_times), "no request was answered after restart"
+    engine = make_engine(url)
+    try:
+        assert loadgen.check(engine, ledger) == []
     finally:
         engine.dispose()

@@ -214,3 +214,14 @@ def test_stamp_survives_later_appends(study: Study) -> None:
     with session_scope(study.engine) as session:
         result = backup.check_stamp(session, stamp)
     assert result.ok and "1 added since" in result.message
+
+
+def test_evidence_check_reads_an_export_manifest(
+    study: Study, env: dict[str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with session_scope(study.engine) as session:
+        stamp = backup.evidence_stamp(session)
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"format": "redcap", "evidence": stamp}))
+    code, out, _ = run(capsys, "evidence", "check", str(manifest))
+    assert code == 0 and out.startswith("ok: the stamped head is entry")

@@ -61,9 +61,12 @@ def _get_routes(world: World) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("role", ["statistician", "read_only", "monitor", "coordinator", "admin"])
+@pytest.mark.parametrize(
+    "role", ["statistician", "read_only", "monitor", "coordinator", "investigator", "admin"]
+)
 def test_identifiers_reach_no_one_but_admins(world: World, role: str) -> None:
-    """Every GET route, API and page: the known name and birth date appear only for admins."""
+    """Every GET route, API and page: the name and birth date reach admins (and the printed
+    instruction sheet of an investigator at the subject's site), nobody else."""
     seen = []
     with TestClient(world.app, raise_server_exceptions=False) as client:
         login(client, f"{role}_own")
@@ -73,11 +76,21 @@ def test_identifiers_reach_no_one_but_admins(world: World, role: str) -> None:
             r = client.get(path, headers=token if api else {"accept": "text/html"})
             if KNOWN_NAME in r.text or "1988-07-14" in r.text:
                 seen.append(path)
+            if role != "admin":  # asking for the name outright (printed sheets) changes nothing
+                r = client.get(
+                    path,
+                    params={"with_name": "true", "format": "html"},
+                    headers=token if api else {"accept": "text/html"},
+                )
+                if KNOWN_NAME in r.text or "1988-07-14" in r.text:
+                    seen.append(f"{path}?with_name=true")
     sid = world.values["study_id"]
     if role == "admin":  # the positive control: the identity views do show it
         assert sorted(seen) == sorted(
             [f"/api/v1/subjects/{sid}/identity", f"/subjects/{sid}/identity"]
         )
+    elif role == "investigator":  # may print the name on a patient's instruction sheet, audited
+        assert seen and all(p.endswith("?with_name=true") and "instructions" in p for p in seen)
     else:
         assert seen == []
 

@@ -369,6 +369,8 @@ def verify_backup(dump: Path) -> Manifest:
         result = _integrity(dump)
         if result != "ok":
             raise BackupError(f"{dump.name} fails SQLite's integrity check: {result}")
+    else:  # the archive's table of contents must read back
+        _run([_tool("pg_restore"), "--list", str(dump)], dict(os.environ))
     return manifest
 
 

@@ -21,8 +21,8 @@ from tests.trust.access_matrix import World, temporary_world
 
 EXAMPLES = int(os.environ.get("DUCTAL_FUZZ_EXAMPLES", "10"))
 # Defects this fuzzing found that belong to the web layer and are reported, not yet fixed; any
-# other failure fails the test. An id or version beyond 2**63 in a path or body reaches SQLite
-# and raises OverflowError (a 500): the parameters need an upper bound (le=2**31 - 1).
+# other failure fails the test. An integer path id beyond 2**63 (record_id, query_id, ...)
+# reaches SQLite and raises OverflowError (a 500): the ids need an upper bound (le=2**31 - 1).
 KNOWN_DEFECTS = ("OverflowError: Python int too large to convert to SQLite INTEGER",)
 
 

@@ -8,15 +8,16 @@ fails that test.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from jinja2 import Environment
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, joinedload
+from starlette.concurrency import run_in_threadpool
 
 from ductal.config import Settings
 from ductal.db import session_scope
@@ -52,7 +53,8 @@ class WebConfig:
     sqlite_lock: AbstractContextManager[Any] = field(default_factory=nullcontext)
 
 
-def _config(request: Request) -> WebConfig:
+async def _config(request: Request) -> WebConfig:
+    # async: a plain attribute read needs no trip through the thread pool
     config: WebConfig = request.app.state.ductal
     return config
 
@@ -87,12 +89,8 @@ async def _submitted_csrf(request: Request) -> str | None:
     return None
 
 
-def _principal(
-    request: Request,
-    db: DbSession,
-    config: Config,
-    csrf: Annotated[str | None, Depends(_submitted_csrf)],
-) -> Principal:
+def authenticate(request: Request, db: Session, config: WebConfig, csrf: str | None) -> Principal:
+    """Return who sends ``request`` (bearer token, or session cookie with its CSRF check)."""
     header = request.headers.get("authorization")
     if header:
         scheme, _, credential = header.partition(" ")
@@ -118,6 +116,15 @@ def _principal(
     return principal
 
 
+def _principal(
+    request: Request,
+    db: DbSession,
+    config: Config,
+    csrf: Annotated[str | None, Depends(_submitted_csrf)],
+) -> Principal:
+    return authenticate(request, db, config, csrf)
+
+
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 
 
@@ -125,15 +132,15 @@ def _denied(permission: str) -> PermissionDenied:
     return PermissionDenied(f"your role does not allow this ({permission.replace('_', ' ')})")
 
 
-_REQUIRE_CACHE: dict[str, Callable[..., Principal]] = {}
+_REQUIRE_CACHE: dict[str, Callable[..., Awaitable[Principal]]] = {}
 
 
-def require(permission: str) -> Callable[..., Principal]:
+def require(permission: str) -> Callable[..., Awaitable[Principal]]:
     """Return the dependency admitting users who hold ``permission`` at one of their sites."""
     if permission in _REQUIRE_CACHE:
         return _REQUIRE_CACHE[permission]
 
-    def dependency(principal: CurrentPrincipal) -> Principal:
+    async def dependency(principal: CurrentPrincipal) -> Principal:
         if not principal.can(permission):
             raise _denied(permission)
         return principal
@@ -143,7 +150,7 @@ def require(permission: str) -> Callable[..., Principal]:
     return dependency
 
 
-def public() -> None:
+async def public() -> None:
     """Mark a route as open to everyone (sign-in page, static files, health check)."""
 
 
@@ -192,18 +199,63 @@ def _check(principal: Principal, site_id: int, permission: str, missing: str) ->
 _LEAN_PROTOCOL = joinedload(Subject.protocol_version).defer(ProtocolVersion.definition)
 
 
+def find_subject(
+    db: Session, study_id: str, principal: Principal, permission: str
+) -> SubjectAccess:
+    """Return ``study_id`` if ``principal`` holds ``permission`` at its site (else 404 / 403)."""
+    subject = db.scalar(select(Subject).where(Subject.study_id == study_id).options(_LEAN_PROTOCOL))
+    missing = f"no subject {study_id!r}"
+    if subject is None:
+        raise NotFound(missing)
+    _check(principal, subject.site_id, permission, missing)
+    return SubjectAccess(principal, subject)
+
+
 def subject_access(permission: str) -> Callable[..., SubjectAccess]:
     """Return the dependency loading ``{study_id}`` if the user holds ``permission`` at its site."""
 
     def dependency(study_id: str, principal: CurrentPrincipal, db: DbSession) -> SubjectAccess:
-        subject = db.scalar(
-            select(Subject).where(Subject.study_id == study_id).options(_LEAN_PROTOCOL)
-        )
-        missing = f"no subject {study_id!r}"
-        if subject is None:
-            raise NotFound(missing)
-        _check(principal, subject.site_id, permission, missing)
-        return SubjectAccess(principal, subject)
+        return find_subject(db, study_id, principal, permission)
+
+    dependency.permission = permission  # type: ignore[attr-defined]
+    return dependency
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class SubjectWork:
+    """A subject route's whole database work, run in one worker-thread call.
+
+    The route gets this instead of an opened session: :meth:`run` takes the SQLite lock, opens
+    the transaction, authenticates, loads the subject and checks ``permission`` at its site,
+    then calls ``work``, commits, and releases the lock, without going back to the event loop
+    in between (each return to it would keep the lock held while other requests are served).
+    The checks, their order and their errors are those of :func:`subject_access`.
+    """
+
+    request: Request
+    config: WebConfig
+    csrf: str | None
+    permission: str
+
+    async def run(self, study_id: str, work: Callable[[Session, SubjectAccess], T]) -> T:
+        def call() -> T:
+            with self.config.sqlite_lock, session_scope(self.config.engine) as db:
+                principal = authenticate(self.request, db, self.config, self.csrf)
+                return work(db, find_subject(db, study_id, principal, self.permission))
+
+        return await run_in_threadpool(call)
+
+
+def subject_work(permission: str) -> Callable[..., Awaitable[SubjectWork]]:
+    """Return the dependency handing a route a :class:`SubjectWork` for ``permission``."""
+
+    async def dependency(
+        request: Request, config: Config, csrf: Annotated[str | None, Depends(_submitted_csrf)]
+    ) -> SubjectWork:
+        return SubjectWork(request, config, csrf, permission)
 
     dependency.permission = permission  # type: ignore[attr-defined]
     return dependency
@@ -242,6 +294,7 @@ def query_access(permission: str) -> Callable[..., QueryAccess]:
 SubjectViewer = Annotated[SubjectAccess, Depends(subject_access("view"))]
 SubjectScreener = Annotated[SubjectAccess, Depends(subject_access("enrol"))]
 SubjectEditor = Annotated[SubjectAccess, Depends(subject_access("enter_data"))]
+SubjectEditorWork = Annotated[SubjectWork, Depends(subject_work("enter_data"))]
 SubjectRandomiser = Annotated[SubjectAccess, Depends(subject_access("randomise"))]
 SubjectAuditor = Annotated[SubjectAccess, Depends(subject_access("audit"))]
 SubjectIdentity = Annotated[SubjectAccess, Depends(subject_access("identity"))]

@@ -12,9 +12,9 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, text
+from sqlalchemy import Table, select, text
 from sqlalchemy.orm import Session
 
 from ductal.errors import AuditError
@@ -22,6 +22,7 @@ from ductal.models import AuditEntry, utcnow
 
 GENESIS_HASH = "0" * 64
 _PG_AUDIT_LOCK = 0x0D0C7A1  # one advisory lock key for the whole chain
+_AUDIT_TABLE = cast(Table, AuditEntry.__table__)
 
 
 def _json_safe(value: Any) -> Any:
@@ -83,7 +84,10 @@ def record(
     subject_study_id: str | None = None,
     site_id: int | None = None,
 ) -> AuditEntry:
-    """Append one audit entry to the chain inside the caller's transaction and return it."""
+    """Append one audit entry to the chain inside the caller's transaction and return it.
+
+    The returned entry carries its stored values and ``id``; it is not attached to the session.
+    """
     if not actor:
         raise AuditError("an audit entry needs an actor")
     lock_chain(session)
@@ -95,22 +99,26 @@ def record(
     occurred_at = utcnow()
     if head is not None and occurred_at < head.occurred_at:
         occurred_at = head.occurred_at  # a clock step backwards never reorders the trail
-    entry = AuditEntry(
-        occurred_at=occurred_at,
-        actor=actor,
-        action=action,
-        entity_type=entity_type,
-        entity_id=str(entity_id),
-        subject_study_id=subject_study_id,
-        site_id=site_id,
-        before=None if before is None else _json_safe(before),
-        after=None if after is None else _json_safe(after),
-        reason=reason,
-        prev_hash=prev_hash,
-    )
-    entry.hash = entry_digest(entry)
-    session.add(entry)
-    session.flush()
+    values: dict[str, Any] = {
+        "occurred_at": occurred_at,
+        "actor": actor,
+        "action": action,
+        "entity_type": entity_type,
+        "entity_id": str(entity_id),
+        "subject_study_id": subject_study_id,
+        "site_id": site_id,
+        "before": None if before is None else _json_safe(before),
+        "after": None if after is None else _json_safe(after),
+        "reason": reason,
+        "prev_hash": prev_hash,
+    }
+    entry = AuditEntry(**values)
+    entry.hash = values["hash"] = entry_digest(entry)
+    # one Core INSERT rather than a unit-of-work flush: the entry is never changed afterwards,
+    # so the session has nothing to track (the returned entry is not attached to it)
+    entry.id = session.execute(
+        _AUDIT_TABLE.insert().values(values).returning(_AUDIT_TABLE.c.id)
+    ).scalar_one()
     return entry
 
 

@@ -466,6 +466,60 @@ def _get_or_create_event(
     return event
 
 
+def _event_and_record(
+    session: Session,
+    subject: Subject,
+    spec: ScheduledEvent,
+    event_instance: int,
+    form_key: str,
+    instance: int | None,
+    *,
+    repeating: bool,
+) -> tuple[Event, FormRecord | None, int]:
+    """Return the event (created if new), the saved record to change if any, and its instance.
+
+    One statement reads the event together with, for a new instance of a repeating form, the
+    highest instance saved so far, or else the record at the given instance.
+    """
+    where = (
+        Event.subject_id == subject.id,
+        Event.event_key == spec.key,
+        Event.instance == event_instance,
+    )
+    if repeating and instance is None:
+        top = (
+            select(func.max(FormRecord.instance))
+            .where(FormRecord.event_id == Event.id, FormRecord.form_key == form_key)
+            .correlate(Event)
+            .scalar_subquery()
+        )
+        row = session.execute(select(Event, top).where(*where)).first()
+        if row is None:
+            return _new_event(session, subject, spec, event_instance), None, 1
+        return row[0], None, (row[1] or 0) + 1
+    instance = instance or 1
+    found = session.execute(
+        select(Event, FormRecord)
+        .outerjoin(
+            FormRecord,
+            (FormRecord.event_id == Event.id)
+            & (FormRecord.form_key == form_key)
+            & (FormRecord.instance == instance),
+        )
+        .where(*where)
+    ).first()
+    if found is None:
+        return _new_event(session, subject, spec, event_instance), None, instance
+    return found[0], found[1], instance
+
+
+def _new_event(session: Session, subject: Subject, spec: ScheduledEvent, instance: int) -> Event:
+    event = Event(subject_id=subject.id, event_key=spec.key, instance=instance)
+    session.add(event)
+    session.flush()
+    return event
+
+
 def schedule_events(
     session: Session, *, subject: Subject, anchor: str, anchor_date: dt.date, actor: str
 ) -> list[Event]:
@@ -687,24 +741,9 @@ def save_form(
     status = "incomplete" if missing else "complete"
 
     audit.lock_chain(session)
-    event = _get_or_create_event(session, subject, spec, event_instance)
-    record: FormRecord | None = None
-    if form.repeating and instance is None:
-        top = session.scalar(
-            select(func.max(FormRecord.instance)).where(
-                FormRecord.event_id == event.id, FormRecord.form_key == form_key
-            )
-        )
-        instance = (top or 0) + 1
-    else:
-        instance = instance or 1
-        record = session.scalar(
-            select(FormRecord).where(
-                FormRecord.event_id == event.id,
-                FormRecord.form_key == form_key,
-                FormRecord.instance == instance,
-            )
-        )
+    event, record, instance = _event_and_record(
+        session, subject, spec, event_instance, form_key, instance, repeating=form.repeating
+    )
     occurred = _occurred_on(form, clean)
     was_first_treatment = spec.kind == "treatment" and first_session_date(session, subject) is None
     saved = _write_record(

@@ -23,6 +23,8 @@ from ductal.models import AuditEntry, utcnow
 GENESIS_HASH = "0" * 64
 _PG_AUDIT_LOCK = 0x0D0C7A1  # one advisory lock key for the whole chain
 _AUDIT_TABLE = cast(Table, AuditEntry.__table__)
+_INSERT = _AUDIT_TABLE.insert().returning(_AUDIT_TABLE.c.id)
+_HEAD = select(AuditEntry.hash, AuditEntry.occurred_at).order_by(AuditEntry.id.desc()).limit(1)
 
 
 def _json_safe(value: Any) -> Any:
@@ -92,9 +94,7 @@ def record(
         raise AuditError("an audit entry needs an actor")
     lock_chain(session)
     session.flush()
-    head = session.execute(
-        select(AuditEntry.hash, AuditEntry.occurred_at).order_by(AuditEntry.id.desc()).limit(1)
-    ).first()
+    head = session.execute(_HEAD).first()
     prev_hash = head.hash if head is not None else GENESIS_HASH
     occurred_at = utcnow()
     if head is not None and occurred_at < head.occurred_at:
@@ -116,9 +116,7 @@ def record(
     entry.hash = values["hash"] = entry_digest(entry)
     # one Core INSERT rather than a unit-of-work flush: the entry is never changed afterwards,
     # so the session has nothing to track (the returned entry is not attached to it)
-    entry.id = session.execute(
-        _AUDIT_TABLE.insert().values(values).returning(_AUDIT_TABLE.c.id)
-    ).scalar_one()
+    entry.id = session.execute(_INSERT, values).scalar_one()
     return entry
 
 

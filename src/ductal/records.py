@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -440,9 +440,12 @@ def set_identity(
     )
 
 
+_IDENTITY_OF = select(Identity).where(Identity.subject_id == bindparam("subject_id"))
+
+
 def get_identity(session: Session, *, subject: Subject, vault: Vault) -> dict[str, Any]:
     """Return the subject's decrypted identifiers (empty when none are stored)."""
-    row = session.scalar(select(Identity).where(Identity.subject_id == subject.id))
+    row = session.scalar(_IDENTITY_OF, {"subject_id": subject.id})
     return {} if row is None else vault.decrypt(row.ciphertext)
 
 
@@ -481,36 +484,47 @@ def _event_and_record(
     One statement reads the event together with, for a new instance of a repeating form, the
     highest instance saved so far, or else the record at the given instance.
     """
-    where = (
-        Event.subject_id == subject.id,
-        Event.event_key == spec.key,
-        Event.instance == event_instance,
-    )
+    params = {
+        "subject_id": subject.id,
+        "event_key": spec.key,
+        "event_instance": event_instance,
+        "form_key": form_key,
+    }
     if repeating and instance is None:
-        top = (
-            select(func.max(FormRecord.instance))
-            .where(FormRecord.event_id == Event.id, FormRecord.form_key == form_key)
-            .correlate(Event)
-            .scalar_subquery()
-        )
-        row = session.execute(select(Event, top).where(*where)).first()
+        row = session.execute(_EVENT_AND_TOP_INSTANCE, params).first()
         if row is None:
             return _new_event(session, subject, spec, event_instance), None, 1
         return row[0], None, (row[1] or 0) + 1
     instance = instance or 1
-    found = session.execute(
-        select(Event, FormRecord)
-        .outerjoin(
-            FormRecord,
-            (FormRecord.event_id == Event.id)
-            & (FormRecord.form_key == form_key)
-            & (FormRecord.instance == instance),
-        )
-        .where(*where)
-    ).first()
+    found = session.execute(_EVENT_AND_RECORD, {**params, "instance": instance}).first()
     if found is None:
         return _new_event(session, subject, spec, event_instance), None, instance
     return found[0], found[1], instance
+
+
+# built once (statement construction costs more than running them)
+_THE_EVENT = (
+    Event.subject_id == bindparam("subject_id"),
+    Event.event_key == bindparam("event_key"),
+    Event.instance == bindparam("event_instance"),
+)
+_EVENT_AND_TOP_INSTANCE = select(
+    Event,
+    select(func.max(FormRecord.instance))
+    .where(FormRecord.event_id == Event.id, FormRecord.form_key == bindparam("form_key"))
+    .correlate(Event)
+    .scalar_subquery(),
+).where(*_THE_EVENT)
+_EVENT_AND_RECORD = (
+    select(Event, FormRecord)
+    .outerjoin(
+        FormRecord,
+        (FormRecord.event_id == Event.id)
+        & (FormRecord.form_key == bindparam("form_key"))
+        & (FormRecord.instance == bindparam("instance")),
+    )
+    .where(*_THE_EVENT)
+)
 
 
 def _new_event(session: Session, subject: Subject, spec: ScheduledEvent, instance: int) -> Event:

@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from ductal import audit, signatures
@@ -231,32 +231,46 @@ def token_principal(session: Session, *, secret: str) -> Principal:
     One query reads the token, its user and the user's memberships together: scripts call the
     API often, and this is on every request.
     """
-    rows = session.execute(
-        select(ApiToken, User, Membership.site_id, Membership.role)
-        .join(User, User.id == ApiToken.user_id)
-        .outerjoin(Membership, Membership.user_id == User.id)
-        .where(ApiToken.token_hash == digest(secret))
-    ).all()
+    rows = session.execute(_TOKEN_PRINCIPAL, {"token_hash": digest(secret)}).all()
     if not rows:
         raise NotAuthenticated("the API token is not valid")
-    token, user = rows[0][0], rows[0][1]
+    first = rows[0]
     now = utcnow()
-    if token.revoked_at is not None or (token.expires_at is not None and token.expires_at < now):
+    if first.revoked_at is not None or (first.expires_at is not None and first.expires_at < now):
         raise NotAuthenticated("the API token was revoked or has expired")
-    if not user.is_active:
+    if not first.is_active:
         raise NotAuthenticated("the account of this API token is disabled")
     roles: dict[int, set[str]] = {}
-    for _token, _user, site_id, role in rows:
-        if site_id is not None:
-            roles.setdefault(site_id, set()).add(role)
+    for row in rows:
+        if row.site_id is not None:
+            roles.setdefault(row.site_id, set()).add(row.role)
     return Principal(
-        user_id=user.id,
-        username=user.username,
-        full_name=user.full_name,
-        language=user.language if user.language in LANGUAGES else "en",
+        user_id=first.user_id,
+        username=first.username,
+        full_name=first.full_name,
+        language=first.language if first.language in LANGUAGES else "en",
         roles=roles,
         via="token",
     )
+
+
+# built once: the columns only (no ORM objects), and no statement construction per request
+_TOKEN_PRINCIPAL = (
+    select(
+        ApiToken.revoked_at,
+        ApiToken.expires_at,
+        User.id.label("user_id"),
+        User.username,
+        User.full_name,
+        User.language,
+        User.is_active,
+        Membership.site_id,
+        Membership.role,
+    )
+    .join(User, User.id == ApiToken.user_id)
+    .outerjoin(Membership, Membership.user_id == User.id)
+    .where(ApiToken.token_hash == bindparam("token_hash"))
+)
 
 
 def set_language(session: Session, *, user: User, language: str) -> None:

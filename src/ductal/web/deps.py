@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from jinja2 import Environment
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.orm import Session, joinedload
 from starlette.concurrency import run_in_threadpool
 
@@ -197,13 +197,16 @@ def _check(principal: Principal, site_id: int, permission: str, missing: str) ->
 # the protocol is parsed once per process and cached by its digest: do not load the stored
 # definition (tens of kilobytes of JSON) on every request
 _LEAN_PROTOCOL = joinedload(Subject.protocol_version).defer(ProtocolVersion.definition)
+_SUBJECT_BY_STUDY_ID = (
+    select(Subject).where(Subject.study_id == bindparam("study_id")).options(_LEAN_PROTOCOL)
+)
 
 
 def find_subject(
     db: Session, study_id: str, principal: Principal, permission: str
 ) -> SubjectAccess:
     """Return ``study_id`` if ``principal`` holds ``permission`` at its site (else 404 / 403)."""
-    subject = db.scalar(select(Subject).where(Subject.study_id == study_id).options(_LEAN_PROTOCOL))
+    subject = db.scalar(_SUBJECT_BY_STUDY_ID, {"study_id": study_id})
     missing = f"no subject {study_id!r}"
     if subject is None:
         raise NotFound(missing)

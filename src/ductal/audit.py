@@ -94,7 +94,8 @@ def record(
         raise AuditError("an audit entry needs an actor")
     lock_chain(session)
     session.flush()
-    head = session.execute(_HEAD).first()
+    conn = session.connection()  # plain Core statements: no ORM execution layer needed
+    head = conn.execute(_HEAD).first()
     prev_hash = head.hash if head is not None else GENESIS_HASH
     occurred_at = utcnow()
     if head is not None and occurred_at < head.occurred_at:
@@ -116,7 +117,7 @@ def record(
     entry.hash = values["hash"] = entry_digest(entry)
     # one Core INSERT rather than a unit-of-work flush: the entry is never changed afterwards,
     # so the session has nothing to track (the returned entry is not attached to it)
-    entry.id = session.execute(_INSERT, values).scalar_one()
+    entry.id = conn.execute(_INSERT, values).scalar_one()
     return entry
 
 

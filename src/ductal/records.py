@@ -802,6 +802,8 @@ def _write_record(
         record = FormRecord(
             subject_id=subject.id,
             event_id=event.id,
+            subject=subject,  # both already loaded: reading them back needs no lazy load
+            event=event,
             form_key=form.key,
             instance=instance,
             data=clean,

@@ -231,7 +231,7 @@ def token_principal(session: Session, *, secret: str) -> Principal:
     One query reads the token, its user and the user's memberships together: scripts call the
     API often, and this is on every request.
     """
-    rows = session.execute(_TOKEN_PRINCIPAL, {"token_hash": digest(secret)}).all()
+    rows = session.connection().execute(_TOKEN_PRINCIPAL, {"token_hash": digest(secret)}).all()
     if not rows:
         raise NotAuthenticated("the API token is not valid")
     first = rows[0]

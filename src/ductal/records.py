@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.exc import StaleDataError
 
 from ductal import audit
@@ -784,6 +784,10 @@ def save_form(
     return saved
 
 
+_RECORDS_TABLE = cast(Table, FormRecord.__table__)
+_INSERT_RECORD = _RECORDS_TABLE.insert().returning(_RECORDS_TABLE.c.id)
+
+
 def _write_record(
     session: Session,
     *,
@@ -799,18 +803,24 @@ def _write_record(
     expected_version: int | None = None,
 ) -> FormRecord:
     if record is None:
-        record = FormRecord(
-            subject_id=subject.id,
-            event_id=event.id,
-            subject=subject,  # both already loaded: reading them back needs no lazy load
-            event=event,
-            form_key=form.key,
-            instance=instance,
-            data=clean,
-            status=status,
-        )
+        now = utcnow()
+        values: dict[str, Any] = {
+            "subject_id": subject.id,
+            "event_id": event.id,
+            "form_key": form.key,
+            "instance": instance,
+            "data": clean,
+            "status": status,
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        # one Core INSERT ... RETURNING id, then the record joins the session as a loaded row
+        # (no unit-of-work flush); its subject and event are the objects already loaded
+        values["id"] = session.connection().execute(_INSERT_RECORD, values).scalar_one()
+        record = FormRecord(**values, subject=subject, event=event)
+        make_transient_to_detached(record)
         session.add(record)
-        session.flush()
         audit.record(
             session,
             actor=actor,

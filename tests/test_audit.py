@@ -93,3 +93,39 @@ def test_verify_names_first_tampered_entry(
     assert not report.ok
     assert report.first_bad_id == bad_id
     assert report.problem is not None and wording in report.problem
+
+
+def test_chain_lock_is_taken_once_per_transaction_and_held(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the advisory lock is PostgreSQL's (SQLite transactions begin IMMEDIATE)")
+    from sqlalchemy import event
+
+    locks: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "pg_advisory_xact_lock" in statement:
+            locks.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for expected in (1, 2):
+            with session_scope(engine) as session:
+                audit.lock_chain(session)
+                audit.record(session, actor="t", action="note", entity_type="test", entity_id=1)
+                audit.record(session, actor="t", action="note", entity_type="test", entity_id=2)
+                assert len(locks) == expected  # once in this transaction, again in the next
+                with engine.connect() as other:  # and another transaction cannot take it
+                    taken = other.execute(
+                        text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": audit._PG_AUDIT_LOCK}
+                    ).scalar_one()
+                    other.rollback()
+                assert taken is False
+        with session_scope(engine) as session:
+            audit.lock_chain(session)
+            with session.begin_nested():  # a savepoint always asks (its rollback would release)
+                audit.lock_chain(session)
+        assert len(locks) == 4
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    with session_scope(engine) as session:
+        assert audit.verify_chain(session).ok

@@ -22,6 +22,8 @@ from ductal.models import AuditEntry, utcnow
 
 GENESIS_HASH = "0" * 64
 _PG_AUDIT_LOCK = 0x0D0C7A1  # one advisory lock key for the whole chain
+_PG_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+_LOCK_HELD = "ductal.audit.chain_lock"  # session.info key: the transaction holding the lock
 _AUDIT_TABLE = cast(Table, AuditEntry.__table__)
 _INSERT = _AUDIT_TABLE.insert().returning(_AUDIT_TABLE.c.id)
 _HEAD = select(AuditEntry.hash, AuditEntry.occurred_at).order_by(AuditEntry.id.desc()).limit(1)
@@ -64,8 +66,18 @@ def lock_chain(session: Session) -> None:
 
     SQLite needs nothing here: ductal opens every SQLite transaction with BEGIN IMMEDIATE.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    # the lock lasts until the transaction ends: take it once per transaction (save_form takes
+    # it before reading the record, audit.record again before reading the chain head). Inside
+    # a savepoint always ask, since rolling the savepoint back would release it.
+    transaction = session.get_transaction()
+    nested = session.in_nested_transaction()
+    if transaction is not None and not nested and session.info.get(_LOCK_HELD) is transaction:
+        return
+    session.execute(_PG_LOCK, {"k": _PG_AUDIT_LOCK})
+    if not nested:
+        session.info[_LOCK_HELD] = session.get_transaction()  # begun by the execute if none
 
 
 def chain_head(session: Session) -> AuditEntry | None:

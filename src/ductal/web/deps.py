@@ -255,10 +255,11 @@ class SubjectWork:
 def subject_work(permission: str) -> Callable[..., Awaitable[SubjectWork]]:
     """Return the dependency handing a route a :class:`SubjectWork` for ``permission``."""
 
-    async def dependency(
-        request: Request, config: Config, csrf: Annotated[str | None, Depends(_submitted_csrf)]
-    ) -> SubjectWork:
-        return SubjectWork(request, config, csrf, permission)
+    async def dependency(request: Request) -> SubjectWork:
+        # no sub-dependencies: each would be one more solving step on every save
+        return SubjectWork(
+            request, request.app.state.ductal, await _submitted_csrf(request), permission
+        )
 
     dependency.permission = permission  # type: ignore[attr-defined]
     return dependency

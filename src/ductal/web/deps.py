@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from jinja2 import Environment
 from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.orm import Session, joinedload
@@ -194,6 +194,11 @@ def _check(principal: Principal, site_id: int, permission: str, missing: str) ->
         raise _denied(permission)
 
 
+# Row ids are 32-bit integer columns: a larger id in a URL is refused as bad input (422) here
+# rather than reaching the database driver, which cannot bind it.
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1, description="row id")]
+
+
 # the protocol is parsed once per process and cached by its digest: do not load the stored
 # definition (tens of kilobytes of JSON) on every request
 _LEAN_PROTOCOL = joinedload(Subject.protocol_version).defer(ProtocolVersion.definition)
@@ -268,7 +273,7 @@ def subject_work(permission: str) -> Callable[..., Awaitable[SubjectWork]]:
 def record_access(permission: str) -> Callable[..., RecordAccess]:
     """Return the dependency loading ``{record_id}`` when the user holds ``permission`` there."""
 
-    def dependency(record_id: int, principal: CurrentPrincipal, db: DbSession) -> RecordAccess:
+    def dependency(record_id: RowId, principal: CurrentPrincipal, db: DbSession) -> RecordAccess:
         record = db.get(FormRecord, record_id)
         missing = f"no form record {record_id}"
         if record is None:
@@ -283,7 +288,7 @@ def record_access(permission: str) -> Callable[..., RecordAccess]:
 def query_access(permission: str) -> Callable[..., QueryAccess]:
     """Return the dependency loading ``{query_id}`` when the user holds ``permission`` there."""
 
-    def dependency(query_id: int, principal: CurrentPrincipal, db: DbSession) -> QueryAccess:
+    def dependency(query_id: RowId, principal: CurrentPrincipal, db: DbSession) -> QueryAccess:
         query = db.get(DataQuery, query_id)
         missing = f"no query {query_id}"
         if query is None:

@@ -21,7 +21,7 @@ from ductal.protocols.loader import builtin_protocol
 from ductal.signatures import hash_password
 from ductal.web import views
 from ductal.web.api._common import ERROR_RESPONSES, MAX_PAGE, Body, stream_page
-from ductal.web.deps import Admin, Auditor, Authenticated, Config, DbSession, Viewer
+from ductal.web.deps import Admin, Auditor, Authenticated, Config, DbSession, RowId, Viewer
 
 router = APIRouter(responses=ERROR_RESPONSES)
 
@@ -299,7 +299,7 @@ def admin_grant(body: MembershipIn, principal: Admin, db: DbSession) -> dict[str
 
 @router.post("/admin/memberships/{membership_id}/revoke", tags=["admin"], summary="Revoke a role")
 def admin_revoke(
-    membership_id: int, body: RevokeIn, principal: Admin, db: DbSession
+    membership_id: RowId, body: RevokeIn, principal: Admin, db: DbSession
 ) -> dict[str, Any]:
     m = db.get(Membership, membership_id)
     if m is None or not principal.can("admin", m.site_id):

@@ -21,6 +21,7 @@ from ductal.web.deps import (
     DbSession,
     FormFields,
     Public,
+    RowId,
     client_address,
 )
 from ductal.web.pages._render import first, render
@@ -202,7 +203,7 @@ def create_token(
 
 
 @router.post("/account/tokens/{token_id}/revoke")
-def revoke_token(token_id: int, principal: Authenticated, db: DbSession) -> Response:
+def revoke_token(token_id: RowId, principal: Authenticated, db: DbSession) -> Response:
     token = db.get(ApiToken, token_id)
     if token is None or token.user_id != principal.user_id:
         raise NotFound(f"no token {token_id}")

@@ -28,6 +28,7 @@ from ductal.web.deps import (
     DbSession,
     FormFields,
     RecordViewer,
+    RowId,
     SubjectAccess,
     SubjectEditor,
     SubjectViewer,
@@ -451,7 +452,7 @@ def record_save(
 
 
 @router.get("/subjects/{study_id}/procedure/saved/{record_id}")
-def saved(request: Request, access: SubjectViewer, record_id: int, db: DbSession) -> Response:
+def saved(request: Request, access: SubjectViewer, record_id: RowId, db: DbSession) -> Response:
     found = [
         r
         for r in records.subject_records(db, access.subject, "ductoscopy_procedure")

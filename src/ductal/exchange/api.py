@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ductal import audit, records
+from ductal.backup import evidence_stamp
 from ductal.errors import NotFound, PermissionDenied, Problem, ValidationError
 from ductal.exchange import fhir, odm, redcap_dictionary, redcap_records, statpackages
 from ductal.exchange.deidentify import Deidentifier, DeidOptions
@@ -69,6 +70,7 @@ def _subjects(
 
 
 def _finish(
+    session: Session,
     fmt: str,
     protocol: Protocol,
     root: Path,
@@ -89,6 +91,9 @@ def _finish(
         actor=actor,
         notes=notes,
     )
+    # the audit chain head at the time of export, so a copy can be checked against the live
+    # database later (`ductal evidence check MANIFEST`)
+    manifest["evidence"] = evidence_stamp(session)
     write_manifest(manifest, manifest_path)
     return ExportResult(
         path=root, files=[*files, manifest_path], subjects=subjects, manifest=manifest
@@ -125,6 +130,7 @@ def export_redcap(
         count = redcap_records.write_records(protocol, subjects, stream, progress=progress)
     _, notes = redcap_dictionary.dictionary_rows(protocol)
     return _finish(
+        session,
         "redcap",
         protocol,
         folder,
@@ -193,7 +199,9 @@ def export_odm(
         )
     notes.append("validated against the CDISC ODM 1.3.2 schema, OID references and code lists")
     manifest = path.with_name(path.stem + ".manifest.json")
-    return _finish("odm", protocol, path.parent, [path], deid, count, actor, notes, manifest)
+    return _finish(
+        session, "odm", protocol, path.parent, [path], deid, count, actor, notes, manifest
+    )
 
 
 def export_fhir(
@@ -256,6 +264,7 @@ def export_fhir(
         protocol, subjects, folder, version=version, identities=identities, progress=progress
     )
     return _finish(
+        session,
         f"fhir-{version}",
         protocol,
         folder,
@@ -333,7 +342,9 @@ def export_stat(
             )
         )
     paths = statpackages.write_tables(tables, folder, fmt)
-    return _finish(fmt, protocol, folder, paths, deid, count, actor, notes, folder / MANIFEST_NAME)
+    return _finish(
+        session, fmt, protocol, folder, paths, deid, count, actor, notes, folder / MANIFEST_NAME
+    )
 
 
 # --------------------------------------------------------------------------------------------

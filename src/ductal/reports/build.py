@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import multiprocessing as mp
 import os
 import resource
@@ -25,6 +26,7 @@ from markupsafe import Markup
 from matplotlib.figure import Figure
 from sqlalchemy import Engine
 
+from ductal.backup import evidence_stamp
 from ductal.db import session_scope
 from ductal.errors import Problem, ValidationError
 from ductal.outcomes.dataset import AnalysisData, derive
@@ -218,6 +220,8 @@ def build_report(
     clock = _Clock(timings, output.cpu_timings)
     with clock.stage("extract"), session_scope(engine) as session:
         ids = list(protocol_ids) if protocol_ids else registered_protocols(session)
+        # stamped before reading: every change the report reflects is covered by this head
+        evidence = evidence_stamp(session)
         extracts = [extract_study(session, pid) for pid in ids]
 
     for extract in extracts:
@@ -241,7 +245,8 @@ def build_report(
                 output.not_computed += [
                     f"{report.protocol_id} / {section.title}: {r}" for r in section.not_computed
                 ]
-        html = _render_html(views, lang, database_label)
+        html = _render_html(views, lang, database_label, evidence)
+        (out / "evidence.json").write_text(json.dumps(evidence, indent=2) + "\n")
         output.html.write_text(html, encoding="utf-8")
 
     if pdf:
@@ -257,7 +262,9 @@ def _default_workers() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def _render_html(views: list[dict[str, Any]], lang: str, database_label: str) -> str:
+def _render_html(
+    views: list[dict[str, Any]], lang: str, database_label: str, evidence: dict[str, Any]
+) -> str:
     env = Environment(
         loader=PackageLoader("ductal.reports", "templates"),
         autoescape=select_autoescape(["html", "j2"]),
@@ -299,5 +306,6 @@ def _render_html(views: list[dict[str, Any]], lang: str, database_label: str) ->
         reports=reports,
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         database=database_label or "–",
+        evidence=evidence,
         t=lambda key, **kw: t(key, lang, **kw),
     )

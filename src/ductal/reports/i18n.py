@@ -14,6 +14,7 @@ _STRINGS: dict[str, tuple[str, str]] = {
     "generated": ("Generated", "生成时间"),
     "data_extracted": ("Data extracted", "数据提取时间"),
     "database": ("Database", "数据库"),
+    "audit_head": ("Audit chain head", "审计链头"),
     "contents": ("Contents", "目录"),
     "synthetic_note": (
         "All subjects in this database are synthetic unless the study team says otherwise.",

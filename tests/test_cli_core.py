@@ -121,3 +121,17 @@ def test_demo_reset_rebuilds_but_never_deletes_real_data(
     assert code == 1 and "--reset refused" in err
     code, out, _ = run(capsys, "subjects", "list", "--json")
     assert len(json.loads(out)) == 9
+
+
+def test_demo_is_refused_in_production(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cryptography.fernet import Fernet
+
+    monkeypatch.setenv("DUCTAL_ENV", "production")
+    monkeypatch.setenv("DUCTAL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DUCTAL_SECRET_KEY", "s" * 40)
+    monkeypatch.setenv("DUCTAL_VAULT_KEY", Fernet.generate_key().decode())
+    code, _, err = run(capsys, "demo", "--patients", "1")
+    assert code == 1 and "refused with DUCTAL_ENV=production" in err
+    assert not (tmp_path / "ductal.sqlite").exists()

@@ -12,6 +12,7 @@ from ductal import accounts, audit, records
 from ductal.backup import check_stamp
 from ductal.db import session_scope
 from ductal.exchange.api import export_redcap
+from ductal.procedure.report import operator_log_html
 from ductal.protocols.loader import builtin_protocol
 from ductal.reports.build import build_report
 from ductal.synthetic import generate_cohort
@@ -54,3 +55,5 @@ def test_export_manifest_and_report_carry_the_chain_head(
     assert head in report.html.read_text()
     with session_scope(engine) as session:
         assert check_stamp(session, evidence).ok
+        log = operator_log_html(session, protocol_id="lavage-observational")
+    assert head in log

@@ -66,6 +66,11 @@ def demo(
 ) -> None:
     """Build a demo study from nothing: sites, users and a synthetic cohort on every protocol."""
     cfg = _context.settings()
+    if cfg.env == "production":
+        raise ConfigError(
+            "ductal demo is refused with DUCTAL_ENV=production: it creates users with a "
+            "published password and synthetic patients"
+        )
     if reset:
         if not cfg.is_sqlite:
             raise ConfigError(

@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ductal import records
+from ductal.backup import evidence_stamp
 from ductal.errors import DuctalError, NotFound
 from ductal.models import FormRecord, Site, Subject
 from ductal.procedure import checks, pathology
@@ -242,6 +243,7 @@ def procedure_report_html(
         protocol=f"{protocol.title.get(lang)} ({protocol.id} {protocol.version})",
         record=f"#{record.id} v{record.version} ({record.status})",
         printed=(today or dt.date.today()).isoformat(),
+        evidence=evidence_stamp(session),
         session_rows=_rows(
             form,
             data,
@@ -493,6 +495,7 @@ def operator_log_html(
         footer=css_text(f"{protocol.id} · {text['log_title']}"),
         protocol=f"{protocol.title.get(lang)} ({protocol.id} {protocol.version})",
         printed=(today or dt.date.today()).isoformat(),
+        evidence=evidence_stamp(session),
         rows=rows,
         limit=max_minutes(protocol),
         marks=[(m.label.get(lang), f"{100 * m.low:.0f}%", m.source) for m in marks],

@@ -54,6 +54,20 @@ def _follow_up(**overrides: Any) -> dict[str, Any]:
     return data
 
 
+def _save_follow_up(session: Session, subject: Subject, **kwargs: Any) -> FormRecord:
+    """Save the month-1 follow-up (``data`` defaults to :func:`_follow_up`)."""
+    kwargs.setdefault("data", _follow_up())
+    kwargs.setdefault("actor", "coord")
+    return records.save_form(
+        session,
+        subject=subject,
+        form_key="follow_up",
+        event_key="month_1",
+        today=TODAY,
+        **kwargs,
+    )
+
+
 @pytest.fixture
 def study(engine: Engine) -> Engine:
     """A database with the built-in protocols, one site and one user."""
@@ -141,14 +155,11 @@ def test_save_reports_every_problem_and_stores_nothing(study: Engine) -> None:
         study_id = subject.study_id
     with pytest.raises(ValidationError) as caught, session_scope(study) as session:
         subject = records.get_subject(session, study_id)
-        records.save_form(
+        _save_follow_up(
             session,
-            subject=subject,
-            form_key="follow_up",
-            event_key="month_1",
+            subject,
             data=_follow_up(us_size_1_mm=900, mass="maybe", colour="red"),
             actor="coord",
-            today=TODAY,
         )
     fields = {p.field for p in caught.value.problems}
     assert {"us_size_1_mm", "mass", "colour"} <= fields
@@ -160,15 +171,12 @@ def test_date_before_birth_is_refused(study: Engine, vault: Vault) -> None:
     with session_scope(study) as session:
         subject = _enrolled(session, vault)
         with pytest.raises(ValidationError) as caught:
-            records.save_form(
+            _save_follow_up(
                 session,
-                subject=subject,
-                form_key="follow_up",
-                event_key="month_1",
+                subject,
                 data=_follow_up(assessment_date="1980-01-01"),
                 actor="coord",
                 vault=vault,
-                today=TODAY,
             )
         assert [p.field for p in caught.value.problems] == ["assessment_date"]
 
@@ -176,47 +184,35 @@ def test_date_before_birth_is_refused(study: Engine, vault: Vault) -> None:
 def test_change_needs_version_and_reason_and_is_audited(study: Engine) -> None:
     with session_scope(study) as session:
         subject = _enrolled(session)
-        record = records.save_form(
+        record = _save_follow_up(
             session,
-            subject=subject,
-            form_key="follow_up",
-            event_key="month_1",
+            subject,
             data=_follow_up(),
             actor="coord",
-            today=TODAY,
         )
         assert record.version == 1
         with pytest.raises(Conflict, match="version"):
-            records.save_form(
+            _save_follow_up(
                 session,
-                subject=subject,
-                form_key="follow_up",
-                event_key="month_1",
+                subject,
                 data=_follow_up(us_size_1_mm=18.0),
                 actor="coord",
-                today=TODAY,
             )
         with pytest.raises(ValidationError, match="reason"):
-            records.save_form(
+            _save_follow_up(
                 session,
-                subject=subject,
-                form_key="follow_up",
-                event_key="month_1",
+                subject,
                 data=_follow_up(us_size_1_mm=18.0),
                 actor="coord",
                 expected_version=1,
-                today=TODAY,
             )
-        updated = records.save_form(
+        updated = _save_follow_up(
             session,
-            subject=subject,
-            form_key="follow_up",
-            event_key="month_1",
+            subject,
             data=_follow_up(us_size_1_mm=18.0),
             actor="inv",
             expected_version=1,
             reason="re-measured",
-            today=TODAY,
         )
         assert updated.version == 2 and updated.data["us_size_1_mm"] == 18.0
         last = audit.chain_head(session)
@@ -224,16 +220,13 @@ def test_change_needs_version_and_reason_and_is_audited(study: Engine) -> None:
         assert last.before == {"us_size_1_mm": 20.0} and last.after == {"us_size_1_mm": 18.0}
         assert last.reason == "re-measured"
         with pytest.raises(Conflict, match="someone else"):
-            records.save_form(
+            _save_follow_up(
                 session,
-                subject=subject,
-                form_key="follow_up",
-                event_key="month_1",
+                subject,
                 data=_follow_up(us_size_1_mm=17.0),
                 actor="coord",
                 expected_version=1,
                 reason="stale",
-                today=TODAY,
             )
         assert audit.verify_chain(session).ok
 
@@ -241,30 +234,24 @@ def test_change_needs_version_and_reason_and_is_audited(study: Engine) -> None:
 def test_stale_version_from_another_session_is_a_conflict(study: Engine) -> None:
     with session_scope(study) as session:
         subject = _enrolled(session)
-        records.save_form(
+        _save_follow_up(
             session,
-            subject=subject,
-            form_key="follow_up",
-            event_key="month_1",
+            subject,
             data=_follow_up(),
             actor="coord",
-            today=TODAY,
         )
         study_id = subject.study_id
     for size, outcome in ((19.0, "saved"), (18.0, "conflict")):
         try:
             with session_scope(study) as session:
                 subject = records.get_subject(session, study_id)
-                records.save_form(
+                _save_follow_up(
                     session,
-                    subject=subject,
-                    form_key="follow_up",
-                    event_key="month_1",
+                    subject,
                     data=_follow_up(us_size_1_mm=size),
                     actor="coord",
                     expected_version=1,
                     reason="edit",
-                    today=TODAY,
                 )
             result = "saved"
         except Conflict:
@@ -278,14 +265,11 @@ def test_stale_version_from_another_session_is_a_conflict(study: Engine) -> None
 def test_data_change_voids_signature(study: Engine) -> None:
     with session_scope(study) as session:
         subject = _enrolled(session)
-        record = records.save_form(
+        record = _save_follow_up(
             session,
-            subject=subject,
-            form_key="follow_up",
-            event_key="month_1",
+            subject,
             data=_follow_up(),
             actor="coord",
-            today=TODAY,
         )
         session.add(
             Signature(
@@ -296,16 +280,13 @@ def test_data_change_voids_signature(study: Engine) -> None:
             )
         )
         session.flush()
-        records.save_form(
+        _save_follow_up(
             session,
-            subject=subject,
-            form_key="follow_up",
-            event_key="month_1",
+            subject,
             data=_follow_up(mass=0),
             actor="coord",
             expected_version=1,
             reason="fix",
-            today=TODAY,
         )
         signature = session.scalars(select(Signature)).one()
         assert signature.voided_at is not None

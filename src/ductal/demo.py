@@ -10,7 +10,7 @@ from sqlalchemy import Engine, func, select
 
 from ductal import accounts, audit, records
 from ductal.db import session_scope
-from ductal.errors import Conflict
+from ductal.errors import Conflict, NotFound
 from ductal.models import Site, Subject
 from ductal.protocols.loader import builtin_protocols
 from ductal.signatures import hash_password
@@ -69,7 +69,7 @@ def build_demo(
         for username, full_name, role, site_codes in DEMO_USERS:
             try:
                 user = accounts.get_user(session, username)
-            except Exception:
+            except NotFound:
                 user = accounts.create_user(
                     session,
                     username=username,

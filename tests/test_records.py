@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from ductal import accounts, audit, records
+from ductal import accounts, audit, forms, records
 from ductal.db import session_scope
 from ductal.errors import Conflict, NotFound, ValidationError
 from ductal.models import AuditEntry, Event, FormRecord, Identity, Signature, Subject
@@ -58,7 +58,7 @@ def _save_follow_up(session: Session, subject: Subject, **kwargs: Any) -> FormRe
     """Save the month-1 follow-up (``data`` defaults to :func:`_follow_up`)."""
     kwargs.setdefault("data", _follow_up())
     kwargs.setdefault("actor", "coord")
-    return records.save_form(
+    return forms.save_form(
         session,
         subject=subject,
         form_key="follow_up",
@@ -334,7 +334,7 @@ def test_repeating_forms_get_new_instances(study: Engine) -> None:
     with session_scope(study) as session:
         subject = _enrolled(session)
         for term in ("pain", "nausea"):
-            records.save_form(
+            forms.save_form(
                 session,
                 subject=subject,
                 form_key="adverse_event",
@@ -356,7 +356,7 @@ def test_repeating_forms_get_new_instances(study: Engine) -> None:
 def test_first_lavage_session_marks_event_done(study: Engine) -> None:
     with session_scope(study) as session:
         subject = _enrolled(session)
-        records.save_form(
+        forms.save_form(
             session,
             subject=subject,
             form_key="lavage_session",
@@ -365,7 +365,7 @@ def test_first_lavage_session_marks_event_done(study: Engine) -> None:
             actor="nurse",
             today=TODAY,
         )
-        assert records.first_session_date(session, subject) == dt.date(2017, 3, 3)
+        assert forms.first_session_date(session, subject) == dt.date(2017, 3, 3)
         done = session.scalars(
             select(Event).where(Event.event_key == "lavage", Event.instance == 1)
         ).one()

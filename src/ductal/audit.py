@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, select, text
 from sqlalchemy.orm import Session
@@ -24,6 +24,7 @@ GENESIS_HASH = "0" * 64
 _PG_AUDIT_LOCK = 0x0D0C7A1  # one advisory lock key for the whole chain
 _PG_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 _LOCK_HELD = "ductal.audit.chain_lock"  # session.info key: the transaction holding the lock
+_LOCK_ASKED = "ductal.audit.chain_lock_asked"  # ... and the one that asked for it, savepoints too
 _AUDIT_TABLE = cast(Table, AuditEntry.__table__)
 _INSERT = _AUDIT_TABLE.insert().returning(_AUDIT_TABLE.c.id)
 _HEAD = select(AuditEntry.hash, AuditEntry.occurred_at).order_by(AuditEntry.id.desc()).limit(1)
@@ -43,7 +44,42 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def entry_digest(entry: AuditEntry) -> str:
+class Chained(Protocol):
+    """What an audit entry's digest covers: a stored :class:`AuditEntry` or a :class:`NewEntry`."""
+
+    prev_hash: str
+    occurred_at: dt.datetime
+    actor: str
+    action: str
+    entity_type: str
+    entity_id: str
+    subject_study_id: str | None
+    site_id: int | None
+    before: Any
+    after: Any
+    reason: str | None
+
+
+@dataclass(slots=True)
+class NewEntry:
+    """An entry :func:`record` has just appended (not an ORM object: nothing tracks it)."""
+
+    prev_hash: str
+    occurred_at: dt.datetime
+    actor: str
+    action: str
+    entity_type: str
+    entity_id: str
+    subject_study_id: str | None
+    site_id: int | None
+    before: Any
+    after: Any
+    reason: str | None
+    hash: str = ""
+    id: int = 0
+
+
+def entry_digest(entry: Chained) -> str:
     """Return the SHA-256 that chains ``entry`` to the hash stored in its ``prev_hash``."""
     payload = {
         "prev": entry.prev_hash,
@@ -68,16 +104,28 @@ def lock_chain(session: Session) -> None:
     """
     if session.get_bind().dialect.name != "postgresql":
         return
-    # the lock lasts until the transaction ends: take it once per transaction (save_form takes
-    # it before reading the record, audit.record again before reading the chain head). Inside
+    # the lock lasts until the transaction ends: take it once per transaction (record takes it
+    # before reading the chain head, and so may a form save before reading the record). Inside
     # a savepoint always ask, since rolling the savepoint back would release it.
     transaction = session.get_transaction()
     nested = session.in_nested_transaction()
     if transaction is not None and not nested and session.info.get(_LOCK_HELD) is transaction:
         return
     session.execute(_PG_LOCK, {"k": _PG_AUDIT_LOCK})
+    root = session.get_transaction()  # begun by the execute if there was none
+    session.info[_LOCK_ASKED] = root
     if not nested:
-        session.info[_LOCK_HELD] = session.get_transaction()  # begun by the execute if none
+        session.info[_LOCK_HELD] = root
+
+
+def chain_lock_asked(session: Session) -> bool:
+    """Say whether this transaction has asked for the chain's lock (PostgreSQL).
+
+    It may since have let it go, if it asked inside a savepoint that was rolled back: callers
+    that must hold it call :func:`lock_chain`, which asks again where it cannot be sure.
+    """
+    transaction = session.get_transaction()
+    return transaction is not None and session.info.get(_LOCK_ASKED) is transaction
 
 
 def chain_head(session: Session) -> AuditEntry | None:
@@ -97,10 +145,10 @@ def record(
     reason: str | None = None,
     subject_study_id: str | None = None,
     site_id: int | None = None,
-) -> AuditEntry:
+) -> NewEntry:
     """Append one audit entry to the chain inside the caller's transaction and return it.
 
-    The returned entry carries its stored values and ``id``; it is not attached to the session.
+    The returned entry carries its stored values and ``id``.
     """
     if not actor:
         raise AuditError("an audit entry needs an actor")
@@ -125,10 +173,10 @@ def record(
         "reason": reason,
         "prev_hash": prev_hash,
     }
-    entry = AuditEntry(**values)
+    entry = NewEntry(**values)
     entry.hash = values["hash"] = entry_digest(entry)
     # one Core INSERT rather than a unit-of-work flush: the entry is never changed afterwards,
-    # so the session has nothing to track (the returned entry is not attached to it)
+    # so the session has nothing to track
     entry.id = conn.execute(_INSERT, values).scalar_one()
     return entry
 

@@ -8,13 +8,14 @@ audit entries are stored together, or neither is.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, select
-from sqlalchemy.orm import Session, make_transient_to_detached
-from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy import Table, bindparam, select
+from sqlalchemy.orm import Session
 
 from ductal import audit
 from ductal.errors import Conflict, NotFound, Problem, ValidationError
@@ -23,13 +24,11 @@ from ductal.models import (
     FormRecord,
     Identity,
     ProtocolVersion,
-    Signature,
     Site,
     Subject,
     utcnow,
 )
-from ductal.protocols.logic import parse as parse_expression
-from ductal.protocols.model import FormDef, Protocol, ScheduledEvent
+from ductal.protocols.model import Protocol, ScheduledEvent
 from ductal.protocols.validation import eligibility, validate_form_data
 from ductal.vault import Vault
 
@@ -117,6 +116,102 @@ def latest_protocol_version(session: Session, protocol_id: str) -> ProtocolVersi
 def subject_protocol(subject: Subject) -> Protocol:
     """Return the protocol version the subject was screened under."""
     return protocol_of(subject.protocol_version)
+
+
+_DEFINITION_OF = select(ProtocolVersion.definition).where(
+    ProtocolVersion.id == bindparam("version_id")
+)
+
+
+def protocol_by_digest(session: Session, version_id: int, sha256: str) -> Protocol:
+    """Return protocol version ``version_id`` (``sha256`` its digest), read only on a cache miss."""
+    cached = _PROTOCOL_CACHE.get(sha256)
+    if cached is None:
+        definition = session.connection().execute(_DEFINITION_OF, {"version_id": version_id})
+        cached = Protocol.model_validate(definition.scalar_one())
+        _PROTOCOL_CACHE[sha256] = cached
+    return cached
+
+
+class Unread(enum.Enum):
+    """Marks a value that was not read from the database."""
+
+    UNREAD = "unread"
+
+
+UNREAD = Unread.UNREAD
+
+
+@dataclass(frozen=True)
+class SubjectFacts:
+    """What writing a subject's data needs to know about the subject, without an ORM object.
+
+    Built from a loaded :class:`Subject` (:meth:`of`) or read with one Core statement (the web
+    API's form save). ``identity`` is the stored identity ciphertext when it was read with the
+    subject, ``None`` when there is none, and :data:`UNREAD` when it was not read.
+    """
+
+    id: int
+    study_id: str
+    site_id: int
+    status: str
+    arm: str | None
+    enrolled_on: dt.date | None
+    protocol: Protocol
+    identity: bytes | Unread | None = None
+
+    @classmethod
+    def of(cls, subject: Subject) -> SubjectFacts:
+        return cls(
+            id=subject.id,
+            study_id=subject.study_id,
+            site_id=subject.site_id,
+            status=subject.status,
+            arm=subject.arm,
+            enrolled_on=subject.enrolled_on,
+            protocol=subject_protocol(subject),
+            identity=UNREAD,
+        )
+
+
+_FACTS_BY_STUDY_ID = (
+    select(
+        Subject.id,
+        Subject.study_id,
+        Subject.site_id,
+        Subject.status,
+        Subject.arm,
+        Subject.enrolled_on,
+        Subject.protocol_version_id,
+        ProtocolVersion.sha256,
+        Identity.ciphertext,
+    )
+    .join(ProtocolVersion, ProtocolVersion.id == Subject.protocol_version_id)
+    .outerjoin(Identity, Identity.subject_id == Subject.id)
+    .where(Subject.study_id == bindparam("study_id"))
+)
+
+
+def subject_facts(session: Session, study_id: str) -> SubjectFacts | None:
+    """Return the facts of subject ``study_id`` (identity ciphertext included) in one statement."""
+    row = session.connection().execute(_FACTS_BY_STUDY_ID, {"study_id": study_id}).first()
+    if row is None:
+        return None
+    return SubjectFacts(
+        id=row.id,
+        study_id=row.study_id,
+        site_id=row.site_id,
+        status=row.status,
+        arm=row.arm,
+        enrolled_on=row.enrolled_on,
+        protocol=protocol_by_digest(session, row.protocol_version_id, row.sha256),
+        identity=row.ciphertext,
+    )
+
+
+def facts_of(subject: Subject | SubjectFacts) -> SubjectFacts:
+    """Return ``subject`` as :class:`SubjectFacts`."""
+    return subject if isinstance(subject, SubjectFacts) else SubjectFacts.of(subject)
 
 
 # --- subjects ------------------------------------------------------------------------------
@@ -233,7 +328,7 @@ def screen(
             raise Conflict(f"study id {study_id!r} is already in use")
     else:
         study_id = _next_study_id(session, protocol)
-    screened_on = _parse_date(clean.get("screening_date")) or (today or dt.date.today())
+    screened_on = parse_date(clean.get("screening_date")) or (today or dt.date.today())
     subject = Subject(
         study_id=study_id,
         protocol_id=protocol.id,
@@ -252,17 +347,16 @@ def screen(
     event = _get_or_create_event(session, subject, screening_event, 1)
     event.occurred_on = screened_on
     event.status = "done"
-    _write_record(
+    insert_record(
         session,
-        subject=subject,
-        event=event,
-        form=form,
+        subject=SubjectFacts.of(subject),
+        event_id=event.id,
+        event_key=event.event_key,
+        form_key=form.key,
         instance=1,
-        clean=clean,
+        data=clean,
         status="complete",
         actor=actor,
-        reason=None,
-        record=None,
     )
     _judge_eligibility(session, subject=subject, protocol=protocol, data=clean, actor=actor)
     return subject
@@ -404,7 +498,7 @@ def set_identity(
     clean = dict(identity)
     dob = clean.get("date_of_birth")
     if dob is not None:
-        parsed = _parse_date(dob)
+        parsed = parse_date(dob)
         if parsed is None:
             raise ValidationError(
                 "bad identity", problems=[Problem("date_of_birth", "must be a date YYYY-MM-DD")]
@@ -469,76 +563,16 @@ def _get_or_create_event(
     return event
 
 
-def _event_and_record(
-    session: Session,
-    subject: Subject,
-    spec: ScheduledEvent,
-    event_instance: int,
-    form_key: str,
-    instance: int | None,
-    *,
-    repeating: bool,
-) -> tuple[Event, FormRecord | None, int]:
-    """Return the event (created if new), the saved record to change if any, and its instance.
-
-    One statement reads the event together with, for a new instance of a repeating form, the
-    highest instance saved so far, or else the record at the given instance.
-    """
-    params = {
-        "subject_id": subject.id,
-        "event_key": spec.key,
-        "event_instance": event_instance,
-        "form_key": form_key,
-    }
-    if repeating and instance is None:
-        row = session.execute(_EVENT_AND_TOP_INSTANCE, params).first()
-        if row is None:
-            return _new_event(session, subject, spec, event_instance), None, 1
-        return row[0], None, (row[1] or 0) + 1
-    instance = instance or 1
-    found = session.execute(_EVENT_AND_RECORD, {**params, "instance": instance}).first()
-    if found is None:
-        return _new_event(session, subject, spec, event_instance), None, instance
-    return found[0], found[1], instance
-
-
-# built once (statement construction costs more than running them)
-_THE_EVENT = (
-    Event.subject_id == bindparam("subject_id"),
-    Event.event_key == bindparam("event_key"),
-    Event.instance == bindparam("event_instance"),
-)
-_EVENT_AND_TOP_INSTANCE = select(
-    Event,
-    select(func.max(FormRecord.instance))
-    .where(FormRecord.event_id == Event.id, FormRecord.form_key == bindparam("form_key"))
-    .correlate(Event)
-    .scalar_subquery(),
-).where(*_THE_EVENT)
-_EVENT_AND_RECORD = (
-    select(Event, FormRecord)
-    .outerjoin(
-        FormRecord,
-        (FormRecord.event_id == Event.id)
-        & (FormRecord.form_key == bindparam("form_key"))
-        & (FormRecord.instance == bindparam("instance")),
-    )
-    .where(*_THE_EVENT)
-)
-
-
-def _new_event(session: Session, subject: Subject, spec: ScheduledEvent, instance: int) -> Event:
-    event = Event(subject_id=subject.id, event_key=spec.key, instance=instance)
-    session.add(event)
-    session.flush()
-    return event
-
-
 def schedule_events(
-    session: Session, *, subject: Subject, anchor: str, anchor_date: dt.date, actor: str
+    session: Session,
+    *,
+    subject: Subject | SubjectFacts,
+    anchor: str,
+    anchor_date: dt.date,
+    actor: str,
 ) -> list[Event]:
     """Create the subject's visits anchored on ``anchor`` (idempotent) and return the new ones."""
-    protocol = subject_protocol(subject)
+    protocol = facts_of(subject).protocol
     created: list[Event] = []
     for spec in protocol.schedule:
         if spec.anchor != anchor or spec.kind in ("screening", "unscheduled"):
@@ -602,7 +636,7 @@ def subject_events(session: Session, subject: Subject) -> list[Event]:
 # --- form records --------------------------------------------------------------------------
 
 
-def _parse_date(value: Any) -> dt.date | None:
+def parse_date(value: Any) -> dt.date | None:
     if isinstance(value, dt.datetime):
         return value.date()
     if isinstance(value, dt.date):
@@ -615,293 +649,53 @@ def _parse_date(value: Any) -> dt.date | None:
     return None
 
 
-def _event_spec_for(protocol: Protocol, form_key: str, event_key: str | None) -> ScheduledEvent:
-    if event_key is not None:
-        try:
-            spec = protocol.event(event_key)
-        except KeyError:
-            raise ValidationError(
-                "unknown event",
-                problems=[Problem("event", f"{event_key!r} is not in the schedule")],
-            ) from None
-        if form_key not in spec.forms:
-            raise ValidationError(
-                "form not collected at this event",
-                problems=[Problem("form", f"{form_key!r} is not collected at {event_key!r}")],
-            )
-        return spec
-    candidates = [e for e in protocol.schedule if form_key in e.forms]
-    if len(candidates) != 1:
-        where = ", ".join(e.key for e in candidates) or "no event"
-        raise ValidationError(
-            "say which event",
-            problems=[Problem("event", f"form {form_key!r} is collected at {where}")],
-        )
-    return candidates[0]
-
-
-_FORM_NAMES: dict[int, tuple[FormDef, frozenset[str]]] = {}
-
-
-def _names_used(form: FormDef) -> frozenset[str]:
-    """Return every name the form's branching, calc and rule expressions refer to (cached)."""
-    cached = _FORM_NAMES.get(id(form))
-    if cached is not None and cached[0] is form:
-        return cached[1]
-    texts = [f.show_if for f in form.fields] + [f.calc for f in form.fields]
-    texts += [r.expr for r in form.rules] + [r.when for r in form.rules]
-    names: set[str] = set()
-    for text in texts:
-        if text:
-            names |= parse_expression(text).fields
-    result = frozenset(names)
-    _FORM_NAMES[id(form)] = (form, result)
-    return result
-
-
-def validation_context(
-    session: Session, subject: Subject, vault: Vault | None, form: FormDef | None = None
-) -> dict[str, Any]:
-    """Return the values visible to a form's rules beyond its own fields.
-
-    Given the form, only what it can use is looked up: the date of birth (decrypted from the
-    vault) when it has dates, the first session date when an expression names it.
-    """
-    context: dict[str, Any] = {}
-    if subject.enrolled_on is not None:
-        context["enrolment_date"] = subject.enrolled_on.isoformat()
-    has_dates = form is None or any(f.type in ("date", "datetime") for f in form.fields)
-    if vault is not None and has_dates:
-        dob = get_identity(session, subject=subject, vault=vault).get("date_of_birth")
-        if dob:
-            context["date_of_birth"] = dob
-    if form is None or "first_session_date" in _names_used(form):
-        first = first_session_date(session, subject)
-        if first is not None:
-            context["first_session_date"] = first.isoformat()
-    return context
-
-
-def first_session_date(session: Session, subject: Subject) -> dt.date | None:
-    """Return the date of the subject's first treatment session, if one has been recorded."""
-    protocol = subject_protocol(subject)
-    treatment_keys = [e.key for e in protocol.schedule if e.kind == "treatment"]
-    if not treatment_keys:
-        return None
-    return session.scalar(
-        select(func.min(Event.occurred_on)).where(
-            Event.subject_id == subject.id,
-            Event.event_key.in_(treatment_keys),
-            Event.occurred_on.is_not(None),
-        )
-    )
-
-
-def _occurred_on(form: FormDef, clean: Mapping[str, Any]) -> dt.date | None:
-    for field in form.fields:
-        if field.type == "date" and field.required:
-            parsed = _parse_date(clean.get(field.key))
-            if parsed is not None:
-                return parsed
-    return None
-
-
-def save_form(
-    session: Session,
-    *,
-    subject: Subject,
-    form_key: str,
-    data: Mapping[str, Any],
-    actor: str,
-    event_key: str | None = None,
-    event_instance: int = 1,
-    instance: int | None = None,
-    expected_version: int | None = None,
-    reason: str | None = None,
-    allow_incomplete: bool = False,
-    vault: Vault | None = None,
-    today: dt.date | None = None,
-) -> FormRecord:
-    """Validate and save one form for a subject; return the stored record.
-
-    A new record needs no version. Changing a saved record needs the version the caller edited
-    (``expected_version``; a stale one is refused as a conflict) and, when any saved value
-    changes, a ``reason``. All problems are reported at once and nothing is stored when there
-    are any. With ``allow_incomplete`` missing required answers are tolerated and the record is
-    stored as ``incomplete``.
-    """
-    protocol = subject_protocol(subject)
-    try:
-        form = protocol.form(form_key)
-    except KeyError:
-        raise ValidationError(
-            "unknown form", problems=[Problem("form", f"{form_key!r} is not in {protocol.id}")]
-        ) from None
-    if subject.status not in ("enrolled", "completed") and form_key != protocol.screening_form:
-        raise Conflict(f"subject {subject.study_id} is {subject.status}; enrol before data entry")
-    spec = _event_spec_for(protocol, form_key, event_key)
-    if spec.arms and subject.arm not in spec.arms:
-        raise ValidationError(
-            "form not for this arm",
-            problems=[Problem("event", f"{spec.key!r} is only for arms {', '.join(spec.arms)}")],
-        )
-    context = validation_context(session, subject, vault, form)
-    clean, problems = validate_form_data(form, data, context=context, today=today)
-    missing = [p for p in problems if p.message == REQUIRED_MESSAGE]
-    if allow_incomplete:
-        problems = [p for p in problems if p.message != REQUIRED_MESSAGE]
-    if problems:
-        raise ValidationError(f"form {form_key} has {len(problems)} problem(s)", problems=problems)
-    status = "incomplete" if missing else "complete"
-
-    audit.lock_chain(session)
-    event, record, instance = _event_and_record(
-        session, subject, spec, event_instance, form_key, instance, repeating=form.repeating
-    )
-    occurred = _occurred_on(form, clean)
-    was_first_treatment = spec.kind == "treatment" and first_session_date(session, subject) is None
-    saved = _write_record(
-        session,
-        subject=subject,
-        event=event,
-        form=form,
-        instance=instance,
-        clean=clean,
-        status=status,
-        actor=actor,
-        reason=reason,
-        record=record,
-        expected_version=expected_version,
-    )
-    if occurred is not None and event.occurred_on != occurred:
-        event.occurred_on = occurred
-        event.status = "done"
-        session.flush()
-    if was_first_treatment and occurred is not None:
-        schedule_events(
-            session, subject=subject, anchor="first_session", anchor_date=occurred, actor=actor
-        )
-    return saved
-
-
 _RECORDS_TABLE = cast(Table, FormRecord.__table__)
 _INSERT_RECORD = _RECORDS_TABLE.insert().returning(_RECORDS_TABLE.c.id)
 
 
-def _write_record(
+def insert_record(
     session: Session,
     *,
-    subject: Subject,
-    event: Event,
-    form: FormDef,
+    subject: SubjectFacts,
+    event_id: int,
+    event_key: str,
+    form_key: str,
     instance: int,
-    clean: dict[str, Any],
+    data: dict[str, Any],
     status: str,
     actor: str,
-    reason: str | None,
-    record: FormRecord | None,
-    expected_version: int | None = None,
-) -> FormRecord:
-    if record is None:
-        now = utcnow()
-        values: dict[str, Any] = {
-            "subject_id": subject.id,
-            "event_id": event.id,
-            "form_key": form.key,
-            "instance": instance,
-            "data": clean,
-            "status": status,
-            "version": 1,
-            "created_at": now,
-            "updated_at": now,
-        }
-        # one Core INSERT ... RETURNING id, then the record joins the session as a loaded row
-        # (no unit-of-work flush); its subject and event are the objects already loaded
-        values["id"] = session.connection().execute(_INSERT_RECORD, values).scalar_one()
-        record = FormRecord(**values, subject=subject, event=event)
-        make_transient_to_detached(record)
-        session.add(record)
-        audit.record(
-            session,
-            actor=actor,
-            action="create",
-            entity_type="form_record",
-            entity_id=record.id,
-            after={"form": form.key, "event": event.event_key, "instance": instance, **clean},
-            reason=reason,
-            subject_study_id=subject.study_id,
-            site_id=subject.site_id,
-        )
-        return record
+    reason: str | None = None,
+) -> tuple[int, dt.datetime]:
+    """Store a new, already validated form record and its audit entry; return its id and time.
 
-    if expected_version is None:
-        raise Conflict(
-            f"form {form.key} is already saved (version {record.version}); "
-            "edit it with the version you started from"
-        )
-    if expected_version != record.version:
-        raise Conflict(
-            f"form {form.key} was saved by someone else first (it is at version "
-            f"{record.version}, you edited version {expected_version}); reload and try again"
-        )
-    if record.status == "locked":
-        raise Conflict(f"form {form.key} is locked; ask a monitor to unlock it")
-    old = dict(record.data)
-    keys = sorted(set(old) | set(clean))
-    before = {k: old.get(k) for k in keys if old.get(k) != clean.get(k)}
-    after = {k: clean.get(k) for k in before}
-    if not before:
-        return record
-    if not (reason or "").strip():
-        raise ValidationError(
-            "a reason is required to change saved data",
-            problems=[Problem("reason", "is required to change saved data")],
-        )
-    record.data = clean
-    record.status = status  # a change undoes verification and signing
-    record.updated_at = utcnow()
-    try:
-        session.flush()
-    except StaleDataError as exc:
-        raise Conflict(f"form {form.key} was saved by someone else first; reload") from exc
+    One Core ``INSERT ... RETURNING id``: no ORM object is made (:func:`ductal.forms.save_form`
+    makes one for callers that want it).
+    """
+    now = utcnow()
+    values: dict[str, Any] = {
+        "subject_id": subject.id,
+        "event_id": event_id,
+        "form_key": form_key,
+        "instance": instance,
+        "data": data,
+        "status": status,
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+    }
+    record_id = int(session.connection().execute(_INSERT_RECORD, values).scalar_one())
     audit.record(
         session,
         actor=actor,
-        action="update",
+        action="create",
         entity_type="form_record",
-        entity_id=record.id,
-        before=before,
-        after=after,
+        entity_id=record_id,
+        after={"form": form_key, "event": event_key, "instance": instance, **data},
         reason=reason,
         subject_study_id=subject.study_id,
         site_id=subject.site_id,
     )
-    if before:
-        _void_signatures(session, record=record, subject=subject, actor=actor)
-    return record
-
-
-def _void_signatures(session: Session, *, record: FormRecord, subject: Subject, actor: str) -> None:
-    live = session.scalars(
-        select(Signature).where(
-            Signature.form_record_id == record.id, Signature.voided_at.is_(None)
-        )
-    ).all()
-    for signature in live:
-        signature.voided_at = utcnow()
-        signature.void_reason = "data changed after signing"
-        audit.record(
-            session,
-            actor=actor,
-            action="void_signature",
-            entity_type="signature",
-            entity_id=signature.id,
-            before={"signer": signature.signer, "meaning": signature.meaning},
-            reason=signature.void_reason,
-            subject_study_id=subject.study_id,
-            site_id=subject.site_id,
-        )
-    session.flush()
+    return record_id, now
 
 
 def delete_form(session: Session, *, record: FormRecord, actor: str, reason: str) -> None:

@@ -3,7 +3,7 @@
 A record moves ``complete → verified`` (a monitor checked it against source documents), may be
 signed by an investigator with a meaning (authorship, review, approval) after giving their password
 again, and may be locked against change. Any later change of data through
-:func:`ductal.records.save_form` puts the record back to ``complete`` and voids its signatures,
+:func:`ductal.forms.save_form` puts the record back to ``complete`` and voids its signatures,
 naming the reason on each.
 
 Passwords are hashed with Argon2id; :func:`reauthenticate` is the check an electronic signature

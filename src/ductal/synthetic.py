@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from ductal import randomisation, records
+from ductal import forms, randomisation, records
 from ductal.errors import ValidationError
 from ductal.models import Site, Subject
 from ductal.protocols.model import Protocol
@@ -104,7 +104,7 @@ class _Writer:
         self.vault = vault
 
     def save(self, form_key: str, data: dict[str, Any], **kwargs: Any) -> None:
-        records.save_form(
+        forms.save_form(
             self.session,
             subject=self.subject,
             form_key=form_key,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from ductal import records
+from ductal import forms, records
 from ductal.cli import main
 from ductal.db import session_scope
 
@@ -43,7 +43,7 @@ def _add_free_text_with_the_name(engine: Engine) -> None:
             for s in records.list_subjects(session, protocol_id="lavage-observational")
             if s.status in ("enrolled", "completed")
         )
-        records.save_form(
+        forms.save_form(
             session,
             subject=subject,
             form_key="adverse_event",

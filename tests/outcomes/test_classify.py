@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, func, select
 
-from ductal import accounts, audit, records
+from ductal import accounts, audit, forms, records
 from ductal.db import session_scope
 from ductal.models import AuditEntry, DataQuery, FormRecord
 from ductal.outcomes.classify import classify_and_query
@@ -61,7 +61,7 @@ def _setup(engine: Engine) -> None:
             today=dt.date(2026, 1, 1),
         )
         records.enrol(session, subject=subject, actor="coord", enrolled_on=dt.date(2017, 3, 2))
-        records.save_form(
+        forms.save_form(
             session,
             subject=subject,
             form_key="baseline",
@@ -70,7 +70,7 @@ def _setup(engine: Engine) -> None:
             actor="coord",
         )  # fmt: skip
         # 15 of 40 mm with a mass left is PR by the rules; the investigator calls it SD
-        records.save_form(
+        forms.save_form(
             session,
             subject=subject,
             form_key="follow_up",
@@ -78,7 +78,7 @@ def _setup(engine: Engine) -> None:
             event_key="month_1",
             actor="coord",
         )
-        records.save_form(
+        forms.save_form(
             session,
             subject=subject,
             form_key="follow_up",

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from ductal import accounts, records
+from ductal import accounts, forms, records
 from ductal.db import session_scope
 from ductal.models import Subject
 from ductal.protocols.loader import builtin_protocols
@@ -69,7 +69,7 @@ def enrolled(
         today=TODAY,
     )
     records.enrol(session, subject=subject, actor="coord", enrolled_on=ENROLLED)
-    records.save_form(
+    forms.save_form(
         session,
         subject=subject,
         form_key="baseline",

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import Engine
 
-from ductal import records
+from ductal import forms
 from ductal.db import session_scope
 from ductal.procedure import checks as checks_service
 from ductal.procedure.course import (
@@ -140,7 +140,7 @@ def test_course_status_and_adherence(study: Engine, skip: tuple[int, ...]) -> No
             cycle, offset = divmod(index - 1, 2)
             day = FIRST + dt.timedelta(days=2 * cycle + offset)
             code = "infusion" if offset == 0 else "massage"
-            records.save_form(
+            forms.save_form(
                 session,
                 subject=subject,
                 form_key="lavage_session",

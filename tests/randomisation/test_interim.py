@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from ductal import accounts, records
+from ductal import accounts, forms, records
 from ductal.db import session_scope
 from ductal.design import posterior
 from ductal.errors import Conflict, ValidationError
@@ -59,7 +59,7 @@ def _subject(session: Session, arm: str, visits: dict[str, str]) -> None:
     records.enrol(session, subject=subject, actor="coord", enrolled_on=enrolled_on, arm=arm)
     for event_key, response in visits.items():
         day = records.subject_protocol(subject).event(event_key).day
-        records.save_form(
+        forms.save_form(
             session,
             subject=subject,
             form_key="follow_up",

@@ -14,7 +14,7 @@ import pytest
 from matplotlib.figure import Figure
 from sqlalchemy import Engine
 
-from ductal import accounts, records
+from ductal import accounts, forms, records
 from ductal.db import make_engine, migrate, session_scope
 from ductal.outcomes.dataset import AnalysisData, derive
 from ductal.outcomes.extract import extract
@@ -216,13 +216,13 @@ def _bad_study(engine: Engine, *, with_visits: bool) -> None:
         if not with_visits:
             return
         # LAV-0002: no ultrasound ever, month 1 seen on day 60 (window 23-37), month 2 missed
-        records.save_form(
+        forms.save_form(
             session, subject=subject, form_key="baseline", actor="coord",
             data={"assessment_date": "2017-03-02", "side": "left", "infection_evidence": 0,
                   "presentation": ["mass"]},
         )  # fmt: skip
         for date, event in (("2017-05-01", "month_1"), ("2017-05-31", "month_3")):
-            records.save_form(
+            forms.save_form(
                 session, subject=subject, form_key="follow_up", event_key=event, actor="coord",
                 data=_follow_up(date),
             )  # fmt: skip

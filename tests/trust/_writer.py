@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 
-from ductal import records
+from ductal import forms, records
 from ductal.db import make_engine, session_scope
 from ductal.errors import DuctalError
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                 subject = records.get_subject(session, args.study_id)
                 if last is not None and i % 3 == 2:
                     data = {**_ae(i), "outcome": "recovered"}
-                    saved = records.save_form(
+                    saved = forms.save_form(
                         session,
                         subject=subject,
                         form_key="adverse_event",
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     kind = "update"
                 else:
-                    saved = records.save_form(
+                    saved = forms.save_form(
                         session,
                         subject=subject,
                         form_key="adverse_event",

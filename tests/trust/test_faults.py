@@ -22,7 +22,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from ductal import audit, records
+from ductal import audit, forms, records
 from ductal.db import session_scope, storage_failure
 from ductal.models import AuditEntry, FormRecord
 from tests.trust.conftest import Study
@@ -173,7 +173,7 @@ def test_full_disk_gives_clear_error_and_no_corruption(study: Study, database_ur
     # once space is back, writing works again
     with session_scope(study.engine) as session:
         subject = records.get_subject(session, study.known_study_id)
-        records.save_form(
+        forms.save_form(
             session,
             subject=subject,
             form_key="adverse_event",

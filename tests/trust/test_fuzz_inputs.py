@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from ductal import audit, records
+from ductal import audit, forms, records
 from ductal.db import make_engine, migrate, session_scope
 from ductal.errors import DuctalError
 from ductal.protocols.loader import builtin_protocol, parse_protocol
@@ -139,7 +139,7 @@ def test_any_form_data_is_saved_or_refused_whole(
     try:
         with session_scope(engine) as session:
             subject = records.list_subjects(session, status="enrolled")[0]
-            records.save_form(
+            forms.save_form(
                 session,
                 subject=subject,
                 form_key="adverse_event",

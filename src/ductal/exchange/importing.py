@@ -17,6 +17,7 @@ from ductal import accounts, records
 from ductal.errors import DuctalError
 from ductal.exchange.report import ImportReport
 from ductal.exchange.study_data import SubjectData
+from ductal.forms import save_form
 from ductal.protocols.model import Protocol
 
 __all__ = ["Located", "write_subjects"]
@@ -121,7 +122,7 @@ def _write_subject(
             step = fd
             if fd is screening[0]:
                 continue
-            saved = records.save_form(
+            saved = save_form(
                 session,
                 subject=subject,
                 form_key=fd.form,

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ductal import accounts, audit, records
+from ductal import accounts, audit, forms, records
 from ductal.errors import Conflict, NotFound, PermissionDenied, Problem, ValidationError
 from ductal.models import AuditEntry, FormRecord, Subject
 from ductal.procedure import course, pathology
@@ -139,7 +139,7 @@ def record_checks(
         instance = 1  # before the course starts, the checks belong to its first visit
     else:
         instance = session_event_instance(session, subject, event_key, day)
-    record = records.save_form(
+    record = forms.save_form(
         session,
         subject=subject,
         form_key=form_key,

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ductal import audit, queries, records
+from ductal import audit, forms, queries, records
 from ductal.errors import NotFound, Problem, ProtocolError, ValidationError
 from ductal.models import AuditEntry, Event, FormRecord, Subject
 from ductal.procedure.rules import procedure_settings
@@ -211,7 +211,7 @@ def enter_result(
         merged["sample_type"] = details["sample_type"]
     if details.get("sample_date") and not merged.get("sample_date"):
         merged["sample_date"] = details["sample_date"]
-    record = records.save_form(
+    record = forms.save_form(
         session,
         subject=subject,
         form_key=settings.form,

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ductal import records
+from ductal import forms, records
 from ductal.errors import NotFound, Problem, ValidationError
 from ductal.models import Event, FormRecord, Subject
 from ductal.procedure import checks, course, pathology, regimen
@@ -240,7 +240,7 @@ def save_procedure(
     """
     protocol = records.subject_protocol(subject)
     settings = procedure_settings(protocol)
-    context = records.validation_context(session, subject, vault)
+    context = forms.validation_context(session, subject, vault)
     clean, problems = validate_procedure(
         protocol, data, context=context, today=today, uploads_dir=uploads_dir, lang=lang
     )
@@ -276,7 +276,7 @@ def save_procedure(
         )
         instance = None
         old = {}
-    record = records.save_form(
+    record = forms.save_form(
         session,
         subject=subject,
         form_key=settings.record_form,
@@ -343,7 +343,7 @@ def save_lavage_session(
     if course_def is None:
         raise NotFound(f"protocol {protocol.id} defines no lavage course")
     form = protocol.form(course_def.form)
-    context = records.validation_context(session, subject, vault)
+    context = forms.validation_context(session, subject, vault)
     clean, problems = validate_form_data(form, data, context=context, today=today, lang=lang)
     if problems:
         raise ValidationError(f"form {form.key} has {len(problems)} problem(s)", problems=problems)
@@ -356,7 +356,7 @@ def save_lavage_session(
     instance = event_instance or (
         1 if first else checks.session_event_instance(session, subject, course_def.event, day)
     )
-    record = records.save_form(
+    record = forms.save_form(
         session,
         subject=subject,
         form_key=course_def.form,

@@ -33,9 +33,7 @@ RESPONSE_COLOURS = {"CR": "#009E73", "PR": "#56B4E9", "SD": "#9A9A9A", "PD": "#D
 BENCHMARK_COLOUR = "#7F7F7F"
 
 
-@cache
-def available_cjk_font() -> str | None:
-    """Return the first installed CJK font of :data:`CJK_FONTS`, or None."""
+def _first_cjk_font() -> str | None:
     for name in CJK_FONTS:
         try:
             font_manager.findfont(name, fallback_to_default=False)
@@ -43,6 +41,25 @@ def available_cjk_font() -> str | None:
             continue
         return name
     return None
+
+
+@cache
+def available_cjk_font() -> str | None:
+    """Return the first installed CJK font of :data:`CJK_FONTS`, or None.
+
+    Matplotlib keeps a list of the system's fonts from its first run; a CJK font installed
+    since is not on it, so the system's font files are looked through once before giving up.
+    """
+    name = _first_cjk_font()
+    if name is None:
+        for path in font_manager.findSystemFonts():
+            if any(tag in Path(path).name.lower() for tag in _CJK_FILE_TAGS):
+                font_manager.fontManager.addfont(path)
+        name = _first_cjk_font()
+    return name
+
+
+_CJK_FILE_TAGS = ("cjk", "sourcehansans", "wqy", "wenquanyi")
 
 
 def font_families(lang: str) -> list[str]:

@@ -19,10 +19,12 @@ from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.orm import Session, joinedload
 from starlette.concurrency import run_in_threadpool
 
+from ductal import records
 from ductal.config import Settings
 from ductal.db import session_scope
 from ductal.errors import DuctalError, NotAuthenticated, NotFound, PermissionDenied
 from ductal.models import DataQuery, FormRecord, ProtocolVersion, Subject
+from ductal.records import SubjectFacts
 from ductal.vault import Vault
 from ductal.web.access import PUBLIC, Principal
 from ductal.web.auth import AuthPolicy, session_principal, token_principal
@@ -237,10 +239,11 @@ class SubjectWork:
     """A subject route's whole database work, run in one worker-thread call.
 
     The route gets this instead of an opened session: :meth:`run` takes the SQLite lock, opens
-    the transaction, authenticates, loads the subject and checks ``permission`` at its site,
-    then calls ``work``, commits, and releases the lock, without going back to the event loop
-    in between (each return to it would keep the lock held while other requests are served).
-    The checks, their order and their errors are those of :func:`subject_access`.
+    the transaction, authenticates, reads the subject's facts (one Core statement, no ORM
+    object) and checks ``permission`` at its site, then calls ``work``, commits, and releases
+    the lock, without going back to the event loop in between (each return to it would keep
+    the lock held while other requests are served). The checks, their order and their errors
+    are those of :func:`subject_access`.
     """
 
     request: Request
@@ -248,11 +251,16 @@ class SubjectWork:
     csrf: str | None
     permission: str
 
-    async def run(self, study_id: str, work: Callable[[Session, SubjectAccess], T]) -> T:
+    async def run(self, study_id: str, work: Callable[[Session, Principal, SubjectFacts], T]) -> T:
         def call() -> T:
             with self.config.sqlite_lock, session_scope(self.config.engine) as db:
                 principal = authenticate(self.request, db, self.config, self.csrf)
-                return work(db, find_subject(db, study_id, principal, self.permission))
+                facts = records.subject_facts(db, study_id)
+                missing = f"no subject {study_id!r}"
+                if facts is None:
+                    raise NotFound(missing)
+                _check(principal, facts.site_id, self.permission, missing)
+                return work(db, principal, facts)
 
         return await run_in_threadpool(call)
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
-from ductal import records
+from ductal import forms, records
 from ductal.models import (
     AuditEntry,
     DataQuery,
@@ -443,6 +443,33 @@ def record_dict(
     }
 
 
+def saved_form_dict(
+    db: Session, saved: forms.SavedForm, subject: records.SubjectFacts, lang: str = "en"
+) -> dict[str, Any]:
+    """Return what :func:`record_dict` returns for a record :func:`forms.write_form` just stored.
+
+    A new record has neither queries nor signatures and is built from what was written, with
+    nothing read back; a changed one is read as usual.
+    """
+    if not saved.created:
+        return record_dict(db, db.get_one(FormRecord, saved.id), lang)
+    form = subject.protocol.form(saved.form_key)
+    return {
+        "id": saved.id,
+        "subject": subject.study_id,
+        "event": saved.event_key,
+        "event_instance": saved.event_instance,
+        "form": saved.form_key,
+        "instance": saved.instance,
+        "status": saved.status,
+        "version": saved.version,
+        "updated_at": saved.updated_at.isoformat(),
+        "data": masked(form, saved.data),
+        "queries": [],
+        "signatures": [],
+    }
+
+
 def query_dict(q: DataQuery, codes: dict[int, str] | None = None) -> dict[str, Any]:
     record = q.form_record
     out = {
@@ -509,7 +536,7 @@ def form_entry(
                 FormRecord.instance == (instance or 1),
             )
         )
-    context = records.validation_context(db, subject, None)
+    context = forms.validation_context(db, subject, None)
     return {
         "subject": subject.study_id,
         "event": event_key,

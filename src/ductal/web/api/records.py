@@ -6,14 +6,16 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field, StrictBool, StrictInt, StrictStr
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.orm import Session
 
-from ductal import accounts, queries, records, signatures
+from ductal import accounts, forms, queries, records, signatures
 from ductal.models import DataQuery, FormRecord, Subject, User
+from ductal.records import SubjectFacts
 from ductal.web import views
+from ductal.web.access import Principal
 from ductal.web.api._common import ERROR_RESPONSES, MAX_PAGE, Body, after_rollback, stream_page
 from ductal.web.deps import (
     Config,
@@ -26,7 +28,6 @@ from ductal.web.deps import (
     RecordUnlocker,
     RecordVerifier,
     RecordViewer,
-    SubjectAccess,
     SubjectEditorWork,
     Viewer,
 )
@@ -91,31 +92,34 @@ _FORM_SAVE_BODY = {
         "content": {"application/json": {"schema": FormSaveIn.model_json_schema()}},
     }
 }
+_RECORD_JSON = {"application/json": {"schema": {"type": "object", "additionalProperties": True}}}
 
 
 @router.post(
     "/subjects/{study_id}/forms/{form_key}",
     summary="Validate and save a form (all problems at once; version and reason for changes)",
     openapi_extra=_FORM_SAVE_BODY,
+    response_model=None,
+    responses={200: {"description": "The stored record", "content": _RECORD_JSON}},
 )
 async def save_form(
     study_id: str, form_key: str, request: Request, work: SubjectEditorWork
-) -> dict[str, Any]:
+) -> JSONResponse:
     raw = await request.body()
 
-    def save(db: Session, access: SubjectAccess) -> dict[str, Any]:
+    def save(db: Session, principal: Principal, subject: SubjectFacts) -> dict[str, Any]:
         try:
             body = FormSaveIn.model_validate_json(raw)
         except PydanticValidationError as exc:
             raise RequestValidationError(
                 [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
             ) from None
-        record = records.save_form(
+        saved = forms.write_form(
             db,
-            subject=access.subject,
+            subject,
             form_key=form_key,
             data=body.data,
-            actor=access.principal.username,
+            actor=principal.username,
             event_key=body.event,
             event_instance=body.event_instance,
             instance=body.instance,
@@ -124,10 +128,10 @@ async def save_form(
             allow_incomplete=body.allow_incomplete,
             vault=work.config.vault,
         )
-        fresh = record.version == 1 and body.expected_version is None
-        return views.record_dict(db, record, access.principal.language, fresh=fresh)
+        return views.saved_form_dict(db, saved, subject, principal.language)
 
-    return await work.run(study_id, save)
+    # the record is plain JSON already: returned as is, not checked again against a model
+    return JSONResponse(await work.run(study_id, save))
 
 
 @router.get("/records/{record_id}", summary="One form record with its queries and signatures")

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from ductal import queries, records, signatures
+from ductal import forms, queries, records, signatures
 from ductal.errors import Conflict, DuctalError
 from ductal.models import FormRecord, User
 from ductal.protocols.model import FormDef
@@ -203,7 +203,7 @@ def save(
         data = keep_identifiers(db, subject, form_key, data, existing)
     try:
         with db.begin_nested():  # a refused save rolls back to here; the page still renders
-            record = records.save_form(
+            record = forms.save_form(
                 db,
                 subject=subject,
                 form_key=form_key,

@@ -1,0 +1,606 @@
+"""Form records: validate and save one form of a subject — the write path of all data entry.
+
+A save is a handful of Core statements in the caller's transaction: the event together with the
+record being changed (or the highest instance so far), the record's ``INSERT`` or version-checked
+``UPDATE``, and its hash-chained audit entry. :func:`write_form` needs no ORM objects, so the
+web API's form save, the busiest request there is, stays cheap; :func:`save_form` wraps it for
+callers that hold ORM objects and want one back.
+
+On PostgreSQL the event and record are read under a per-subject advisory lock, so two saves for
+one subject never both take the same new instance; the audit chain's own lock is taken only
+for the audit entry, which keeps the section every writer queues for short.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple, cast
+
+from sqlalchemy import Table, bindparam, func, select, text
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.util import identity_key
+
+from ductal import audit
+from ductal.errors import Conflict, Problem, ValidationError
+from ductal.models import Event, FormRecord, Identity, Signature, Subject, utcnow
+from ductal.protocols.logic import parse as parse_expression
+from ductal.protocols.model import FormDef, Protocol, ScheduledEvent
+from ductal.protocols.validation import validate_form_data
+from ductal.records import (
+    UNREAD,
+    SubjectFacts,
+    facts_of,
+    insert_record,
+    parse_date,
+    schedule_events,
+)
+from ductal.vault import Vault
+
+REQUIRED_MESSAGE = "is required"
+
+
+@dataclass(frozen=True)
+class SavedForm:
+    """A form record as :func:`write_form` left it."""
+
+    id: int
+    subject_id: int
+    event_id: int
+    event_key: str
+    event_instance: int
+    form_key: str
+    instance: int
+    data: dict[str, Any]
+    status: str
+    version: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    created: bool  # new in this call, so it has neither queries nor signatures yet
+
+
+# --- what a form's rules may see ------------------------------------------------------------
+
+_FORM_NAMES: dict[int, tuple[FormDef, frozenset[str]]] = {}
+
+
+def _names_used(form: FormDef) -> frozenset[str]:
+    """Return every name the form's branching, calc and rule expressions refer to (cached)."""
+    cached = _FORM_NAMES.get(id(form))
+    if cached is not None and cached[0] is form:
+        return cached[1]
+    texts = [f.show_if for f in form.fields] + [f.calc for f in form.fields]
+    texts += [r.expr for r in form.rules] + [r.when for r in form.rules]
+    names: set[str] = set()
+    for expression in texts:
+        if expression:
+            names |= parse_expression(expression).fields
+    result = frozenset(names)
+    _FORM_NAMES[id(form)] = (form, result)
+    return result
+
+
+_CIPHERTEXT_OF = select(Identity.ciphertext).where(Identity.subject_id == bindparam("subject_id"))
+
+
+def _identity(session: Session, facts: SubjectFacts, vault: Vault) -> dict[str, Any]:
+    ciphertext = facts.identity
+    if ciphertext is UNREAD:
+        ciphertext = session.scalar(_CIPHERTEXT_OF, {"subject_id": facts.id})
+    return {} if ciphertext is None else vault.decrypt(ciphertext)
+
+
+def validation_context(
+    session: Session,
+    subject: Subject | SubjectFacts,
+    vault: Vault | None,
+    form: FormDef | None = None,
+) -> dict[str, Any]:
+    """Return the values visible to a form's rules beyond its own fields.
+
+    Given the form, only what it can use is looked up: the date of birth (decrypted from the
+    vault) when it has dates, the first session date when an expression names it.
+    """
+    facts = facts_of(subject)
+    context: dict[str, Any] = {}
+    if facts.enrolled_on is not None:
+        context["enrolment_date"] = facts.enrolled_on.isoformat()
+    has_dates = form is None or any(f.type in ("date", "datetime") for f in form.fields)
+    if vault is not None and has_dates:
+        dob = _identity(session, facts, vault).get("date_of_birth")
+        if dob:
+            context["date_of_birth"] = dob
+    if form is None or "first_session_date" in _names_used(form):
+        first = first_session_date(session, facts)
+        if first is not None:
+            context["first_session_date"] = first.isoformat()
+    return context
+
+
+def first_session_date(session: Session, subject: Subject | SubjectFacts) -> dt.date | None:
+    """Return the date of the subject's first treatment session, if one has been recorded."""
+    facts = facts_of(subject)
+    treatment_keys = [e.key for e in facts.protocol.schedule if e.kind == "treatment"]
+    if not treatment_keys:
+        return None
+    return session.scalar(
+        select(func.min(Event.occurred_on)).where(
+            Event.subject_id == facts.id,
+            Event.event_key.in_(treatment_keys),
+            Event.occurred_on.is_not(None),
+        )
+    )
+
+
+# --- saving ----------------------------------------------------------------------------------
+
+
+def _event_spec_for(protocol: Protocol, form_key: str, event_key: str | None) -> ScheduledEvent:
+    if event_key is not None:
+        try:
+            spec = protocol.event(event_key)
+        except KeyError:
+            raise ValidationError(
+                "unknown event",
+                problems=[Problem("event", f"{event_key!r} is not in the schedule")],
+            ) from None
+        if form_key not in spec.forms:
+            raise ValidationError(
+                "form not collected at this event",
+                problems=[Problem("form", f"{form_key!r} is not collected at {event_key!r}")],
+            )
+        return spec
+    candidates = [e for e in protocol.schedule if form_key in e.forms]
+    if len(candidates) != 1:
+        where = ", ".join(e.key for e in candidates) or "no event"
+        raise ValidationError(
+            "say which event",
+            problems=[Problem("event", f"form {form_key!r} is collected at {where}")],
+        )
+    return candidates[0]
+
+
+def _occurred_on(form: FormDef, clean: Mapping[str, Any]) -> dt.date | None:
+    for field in form.fields:
+        if field.type == "date" and field.required:
+            parsed = parse_date(clean.get(field.key))
+            if parsed is not None:
+                return parsed
+    return None
+
+
+def write_form(
+    session: Session,
+    facts: SubjectFacts,
+    *,
+    form_key: str,
+    data: Mapping[str, Any],
+    actor: str,
+    event_key: str | None = None,
+    event_instance: int = 1,
+    instance: int | None = None,
+    expected_version: int | None = None,
+    reason: str | None = None,
+    allow_incomplete: bool = False,
+    vault: Vault | None = None,
+    today: dt.date | None = None,
+) -> SavedForm:
+    """Validate and save one form for the subject ``facts`` describe; return what was stored.
+
+    A new record needs no version. Changing a saved record needs the version the caller edited
+    (``expected_version``; a stale one is refused as a conflict) and, when any saved value
+    changes, a ``reason``. All problems are reported at once and nothing is stored when there
+    are any. With ``allow_incomplete`` missing required answers are tolerated and the record is
+    stored as ``incomplete``.
+    """
+    protocol = facts.protocol
+    try:
+        form = protocol.form(form_key)
+    except KeyError:
+        raise ValidationError(
+            "unknown form", problems=[Problem("form", f"{form_key!r} is not in {protocol.id}")]
+        ) from None
+    if facts.status not in ("enrolled", "completed") and form_key != protocol.screening_form:
+        raise Conflict(f"subject {facts.study_id} is {facts.status}; enrol before data entry")
+    spec = _event_spec_for(protocol, form_key, event_key)
+    if spec.arms and facts.arm not in spec.arms:
+        raise ValidationError(
+            "form not for this arm",
+            problems=[Problem("event", f"{spec.key!r} is only for arms {', '.join(spec.arms)}")],
+        )
+    context = validation_context(session, facts, vault, form)
+    clean, problems = validate_form_data(form, data, context=context, today=today)
+    missing = [p for p in problems if p.message == REQUIRED_MESSAGE]
+    if allow_incomplete:
+        problems = [p for p in problems if p.message != REQUIRED_MESSAGE]
+    if problems:
+        raise ValidationError(f"form {form_key} has {len(problems)} problem(s)", problems=problems)
+    status = "incomplete" if missing else "complete"
+
+    session.flush()  # the Core reads below must see what the caller has pending
+    _lock_subject(session, facts.id)
+    event_id, occurred_before, row, instance = _event_and_record(
+        session, facts, spec, event_instance, form_key, instance, repeating=form.repeating
+    )
+    occurred = _occurred_on(form, clean)
+    was_first_treatment = spec.kind == "treatment" and first_session_date(session, facts) is None
+    where = (event_id, spec.key, event_instance)
+    if row is None:
+        saved = _insert(session, facts, where, form, instance, clean, status, actor, reason)
+    else:
+        saved = _update(
+            session, facts, where, form, instance, row, clean, status, actor, reason,
+            expected_version,
+        )  # fmt: skip
+    if occurred is not None and occurred_before != occurred:
+        session.connection().execute(
+            _EVENT_DONE, {"event_id": event_id, "day": occurred, "done": "done"}
+        )
+        _expire(session, Event, event_id)
+    if was_first_treatment and occurred is not None:
+        schedule_events(
+            session, subject=facts, anchor="first_session", anchor_date=occurred, actor=actor
+        )
+    return saved
+
+
+def save_form(
+    session: Session,
+    *,
+    subject: Subject,
+    form_key: str,
+    data: Mapping[str, Any],
+    actor: str,
+    event_key: str | None = None,
+    event_instance: int = 1,
+    instance: int | None = None,
+    expected_version: int | None = None,
+    reason: str | None = None,
+    allow_incomplete: bool = False,
+    vault: Vault | None = None,
+    today: dt.date | None = None,
+) -> FormRecord:
+    """Validate and save one form for a subject; return the stored record (:func:`write_form`)."""
+    saved = write_form(
+        session,
+        SubjectFacts.of(subject),
+        form_key=form_key,
+        data=data,
+        actor=actor,
+        event_key=event_key,
+        event_instance=event_instance,
+        instance=instance,
+        expected_version=expected_version,
+        reason=reason,
+        allow_incomplete=allow_incomplete,
+        vault=vault,
+        today=today,
+    )
+    if not saved.created:
+        _expire(session, FormRecord, saved.id)
+        return session.get_one(FormRecord, saved.id)
+    # the new row joins the session as loaded (no unit-of-work flush, nothing read back)
+    record = FormRecord(
+        id=saved.id,
+        subject_id=saved.subject_id,
+        event_id=saved.event_id,
+        form_key=saved.form_key,
+        instance=saved.instance,
+        data=saved.data,
+        status=saved.status,
+        version=saved.version,
+        created_at=saved.created_at,
+        updated_at=saved.updated_at,
+        subject=subject,
+    )
+    make_transient_to_detached(record)
+    session.add(record)
+    return record
+
+
+# --- the statements (built once: constructing them costs more than running them) --------------
+
+_PG_SUBJECT_LOCKS = 0x0D0C  # first key of the per-subject advisory locks (two-key space)
+_PG_LOCK_SUBJECT = text(
+    "SELECT pg_advisory_xact_lock(CAST(:space AS integer), CAST(:subject_id AS integer))"
+)
+
+
+def _lock_subject(session: Session, subject_id: int) -> None:
+    """On PostgreSQL, serialise saves for one subject until the transaction ends.
+
+    A transaction that has already asked for the audit chain's lock (which serialises every
+    writer) takes that one instead, so locks are always taken subject first, chain second, and
+    two transactions never wait for each other in a circle. SQLite needs nothing: every
+    transaction there begins IMMEDIATE.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    if audit.chain_lock_asked(session):
+        audit.lock_chain(session)  # keep to one order: once the chain's lock, no subject lock
+        return
+    session.connection().execute(
+        _PG_LOCK_SUBJECT, {"space": _PG_SUBJECT_LOCKS, "subject_id": subject_id}
+    )
+
+
+_EVENTS = cast(Table, Event.__table__)
+_RECORDS = cast(Table, FormRecord.__table__)
+_SIGNATURES = cast(Table, Signature.__table__)
+_THE_EVENT = (
+    _EVENTS.c.subject_id == bindparam("subject_id"),
+    _EVENTS.c.event_key == bindparam("event_key"),
+    _EVENTS.c.instance == bindparam("event_instance"),
+)
+_TOP_INSTANCE = (
+    select(func.max(_RECORDS.c.instance))
+    .where(_RECORDS.c.event_id == _EVENTS.c.id, _RECORDS.c.form_key == bindparam("form_key"))
+    .correlate(_EVENTS)
+    .scalar_subquery()
+)
+_EVENT_AND_TOP_INSTANCE = select(_EVENTS.c.id, _EVENTS.c.occurred_on, _TOP_INSTANCE).where(
+    *_THE_EVENT
+)
+_EVENT_AND_RECORD = (
+    select(
+        _EVENTS.c.id.label("event_id"),
+        _EVENTS.c.occurred_on,
+        _RECORDS.c.id,
+        _RECORDS.c.data,
+        _RECORDS.c.status,
+        _RECORDS.c.version,
+        _RECORDS.c.created_at,
+        _RECORDS.c.updated_at,
+    )
+    .outerjoin(
+        _RECORDS,
+        (_RECORDS.c.event_id == _EVENTS.c.id)
+        & (_RECORDS.c.form_key == bindparam("form_key"))
+        & (_RECORDS.c.instance == bindparam("instance")),
+    )
+    .where(*_THE_EVENT)
+)
+_INSERT_EVENT = _EVENTS.insert().returning(_EVENTS.c.id)
+_EVENT_DONE = (
+    _EVENTS.update()
+    .where(_EVENTS.c.id == bindparam("event_id"))
+    .values(occurred_on=bindparam("day"), status=bindparam("done"))
+)
+_UPDATE_RECORD = (
+    _RECORDS.update()
+    .where(_RECORDS.c.id == bindparam("record_id"), _RECORDS.c.version == bindparam("seen"))
+    .values(
+        data=bindparam("new_data"),
+        status=bindparam("new_status"),
+        version=bindparam("new_version"),
+        updated_at=bindparam("now"),
+    )
+)
+_LIVE_SIGNATURES = select(_SIGNATURES.c.id, _SIGNATURES.c.signer, _SIGNATURES.c.meaning).where(
+    _SIGNATURES.c.form_record_id == bindparam("record_id"), _SIGNATURES.c.voided_at.is_(None)
+)
+_VOID_SIGNATURE = (
+    _SIGNATURES.update()
+    .where(_SIGNATURES.c.id == bindparam("signature_id"))
+    .values(voided_at=bindparam("now"), void_reason=bindparam("why"))
+)
+_DATA_CHANGED = "data changed after signing"
+
+
+class _Stored(NamedTuple):
+    """The record a save changes, as stored."""
+
+    id: int
+    data: dict[str, Any]
+    status: str
+    version: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+def _expire(session: Session, cls: type[Any], row_id: int) -> None:
+    """Make a loaded ORM object of the row a Core statement changed read itself again."""
+    loaded = session.identity_map.get(identity_key(cls, row_id))
+    if loaded is not None:
+        session.expire(loaded)
+
+
+def _event_and_record(
+    session: Session,
+    facts: SubjectFacts,
+    spec: ScheduledEvent,
+    event_instance: int,
+    form_key: str,
+    instance: int | None,
+    *,
+    repeating: bool,
+) -> tuple[int, dt.date | None, _Stored | None, int]:
+    """Return the event's id (created if new), its date, the record to change if any, and the
+    instance to write.
+
+    One statement reads the event together with, for a new instance of a repeating form, the
+    highest instance saved so far, or else the record at the given instance.
+    """
+    conn = session.connection()
+    params = {
+        "subject_id": facts.id,
+        "event_key": spec.key,
+        "event_instance": event_instance,
+        "form_key": form_key,
+    }
+    if repeating and instance is None:
+        top = conn.execute(_EVENT_AND_TOP_INSTANCE, params).first()
+        if top is None:
+            return _new_event(session, params), None, None, 1
+        return int(top[0]), top[1], None, (top[2] or 0) + 1
+    instance = instance or 1
+    found = conn.execute(_EVENT_AND_RECORD, {**params, "instance": instance}).first()
+    if found is None:
+        return _new_event(session, params), None, None, instance
+    record = None if found.id is None else _Stored(*found[2:])
+    return int(found.event_id), found.occurred_on, record, instance
+
+
+def _new_event(session: Session, params: Mapping[str, Any]) -> int:
+    values = {
+        "subject_id": params["subject_id"],
+        "event_key": params["event_key"],
+        "instance": params["event_instance"],
+        "status": "scheduled",
+    }
+    return int(session.connection().execute(_INSERT_EVENT, values).scalar_one())
+
+
+def _insert(
+    session: Session,
+    facts: SubjectFacts,
+    where: tuple[int, str, int],
+    form: FormDef,
+    instance: int,
+    clean: dict[str, Any],
+    status: str,
+    actor: str,
+    reason: str | None,
+) -> SavedForm:
+    event_id, event_key, event_instance = where
+    record_id, now = insert_record(
+        session,
+        subject=facts,
+        event_id=event_id,
+        event_key=event_key,
+        form_key=form.key,
+        instance=instance,
+        data=clean,
+        status=status,
+        actor=actor,
+        reason=reason,
+    )
+    return SavedForm(
+        id=record_id,
+        subject_id=facts.id,
+        event_id=event_id,
+        event_key=event_key,
+        event_instance=event_instance,
+        form_key=form.key,
+        instance=instance,
+        data=clean,
+        status=status,
+        version=1,
+        created_at=now,
+        updated_at=now,
+        created=True,
+    )
+
+
+def _update(
+    session: Session,
+    facts: SubjectFacts,
+    where: tuple[int, str, int],
+    form: FormDef,
+    instance: int,
+    row: _Stored,
+    clean: dict[str, Any],
+    status: str,
+    actor: str,
+    reason: str | None,
+    expected_version: int | None,
+) -> SavedForm:
+    event_id, event_key, event_instance = where
+    stored = SavedForm(
+        id=row.id,
+        subject_id=facts.id,
+        event_id=event_id,
+        event_key=event_key,
+        event_instance=event_instance,
+        form_key=form.key,
+        instance=instance,
+        data=dict(row.data),
+        status=row.status,
+        version=row.version,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        created=False,
+    )
+    if expected_version is None:
+        raise Conflict(
+            f"form {form.key} is already saved (version {row.version}); "
+            "edit it with the version you started from"
+        )
+    if expected_version != row.version:
+        raise Conflict(
+            f"form {form.key} was saved by someone else first (it is at version "
+            f"{row.version}, you edited version {expected_version}); reload and try again"
+        )
+    if row.status == "locked":
+        raise Conflict(f"form {form.key} is locked; ask a monitor to unlock it")
+    old = stored.data
+    keys = sorted(set(old) | set(clean))
+    before = {k: old.get(k) for k in keys if old.get(k) != clean.get(k)}
+    after = {k: clean.get(k) for k in before}
+    if not before:
+        return stored
+    if not (reason or "").strip():
+        raise ValidationError(
+            "a reason is required to change saved data",
+            problems=[Problem("reason", "is required to change saved data")],
+        )
+    now = utcnow()
+    conn = session.connection()
+    changed = conn.execute(
+        _UPDATE_RECORD,
+        {
+            "record_id": row.id,
+            "seen": row.version,
+            "new_data": clean,
+            "new_status": status,  # a change undoes verification and signing
+            "new_version": row.version + 1,
+            "now": now,
+        },
+    )
+    if changed.rowcount != 1:
+        raise Conflict(f"form {form.key} was saved by someone else first; reload")
+    _expire(session, FormRecord, row.id)
+    audit.record(
+        session,
+        actor=actor,
+        action="update",
+        entity_type="form_record",
+        entity_id=row.id,
+        before=before,
+        after=after,
+        reason=reason,
+        subject_study_id=facts.study_id,
+        site_id=facts.site_id,
+    )
+    for signature in conn.execute(_LIVE_SIGNATURES, {"record_id": row.id}).all():
+        conn.execute(
+            _VOID_SIGNATURE, {"signature_id": signature.id, "now": now, "why": _DATA_CHANGED}
+        )
+        _expire(session, Signature, signature.id)
+        audit.record(
+            session,
+            actor=actor,
+            action="void_signature",
+            entity_type="signature",
+            entity_id=signature.id,
+            before={"signer": signature.signer, "meaning": signature.meaning},
+            reason=_DATA_CHANGED,
+            subject_study_id=facts.study_id,
+            site_id=facts.site_id,
+        )
+    return SavedForm(
+        id=row.id,
+        subject_id=facts.id,
+        event_id=event_id,
+        event_key=event_key,
+        event_instance=event_instance,
+        form_key=form.key,
+        instance=instance,
+        data=clean,
+        status=status,
+        version=row.version + 1,
+        created_at=row.created_at,
+        updated_at=now,
+        created=False,
+    )

@@ -7,6 +7,7 @@ migrations shipped in ``ductal/migrations``; :func:`migrate` runs them.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,11 +42,15 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(database_url: str, *, echo: bool = False, pooled: bool = True) -> Engine:
+def make_engine(
+    database_url: str, *, echo: bool = False, pooled: bool = True, busy_timeout: float = 30.0
+) -> Engine:
     """Return an engine for ``database_url``; raise :class:`ConfigError` for a malformed URL.
 
     ``pooled=False`` closes each connection when it is released: right for one-shot commands,
-    which then leave no open connection behind.
+    which then leave no open connection behind. ``busy_timeout`` is how long, in seconds, a
+    SQLite connection waits for another one's write lock before it fails with "database is
+    locked" (0: not at all).
     """
     try:
         url = make_url(database_url)
@@ -57,7 +62,7 @@ def make_engine(database_url: str, *, echo: bool = False, pooled: bool = True) -
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        kwargs["connect_args"] = {"timeout": busy_timeout, "check_same_thread": False}
     elif url.get_backend_name() == "postgresql":
         kwargs["pool_pre_ping"] = True
         kwargs["connect_args"] = {"connect_timeout": 10}
@@ -74,6 +79,12 @@ def make_engine(database_url: str, *, echo: bool = False, pooled: bool = True) -
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def is_busy(exc: OperationalError) -> bool:
+    """Say whether ``exc`` is SQLite refusing a lock another connection holds."""
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_BUSY  # extended codes too
 
 
 def check_connection(engine: Engine) -> None:

@@ -333,9 +333,15 @@ _THE_EVENT = (
     _EVENTS.c.event_key == bindparam("event_key"),
     _EVENTS.c.instance == bindparam("event_instance"),
 )
+# the subject too, so that the unique index (subject, event, form, instance) answers at once
+# instead of a walk over every record of the event
 _TOP_INSTANCE = (
     select(func.max(_RECORDS.c.instance))
-    .where(_RECORDS.c.event_id == _EVENTS.c.id, _RECORDS.c.form_key == bindparam("form_key"))
+    .where(
+        _RECORDS.c.subject_id == _EVENTS.c.subject_id,
+        _RECORDS.c.event_id == _EVENTS.c.id,
+        _RECORDS.c.form_key == bindparam("form_key"),
+    )
     .correlate(_EVENTS)
     .scalar_subquery()
 )
@@ -355,7 +361,8 @@ _EVENT_AND_RECORD = (
     )
     .outerjoin(
         _RECORDS,
-        (_RECORDS.c.event_id == _EVENTS.c.id)
+        (_RECORDS.c.subject_id == _EVENTS.c.subject_id)
+        & (_RECORDS.c.event_id == _EVENTS.c.id)
         & (_RECORDS.c.form_key == bindparam("form_key"))
         & (_RECORDS.c.instance == bindparam("instance")),
     )

@@ -95,6 +95,19 @@ def _jinja() -> Environment:
     return env
 
 
+def _inline_engine(engine: Engine) -> Engine | None:
+    """Return a second engine on a SQLite file whose connections never wait for its lock.
+
+    :func:`ductal.web.deps.run_database_work` uses it to run short transactions on the event
+    loop itself when no other request holds the database (PostgreSQL, and SQLite in memory,
+    have none).
+    """
+    url = engine.url
+    if engine.dialect.name != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return make_engine(url.render_as_string(hide_password=False), busy_timeout=0)
+
+
 def create_app(
     settings: Settings, *, engine: Engine | None = None, options: WebOptions | None = None
 ) -> FastAPI:
@@ -130,6 +143,7 @@ def create_app(
         ),
         max_body_bytes=options.max_body_bytes,
         sqlite_lock=threading.Lock() if engine.dialect.name == "sqlite" else nullcontext(),
+        inline_engine=_inline_engine(engine),
     )
     app.state.ductal = config
 

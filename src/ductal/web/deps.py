@@ -8,6 +8,7 @@ fails that test.
 from __future__ import annotations
 
 import hmac
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -16,12 +17,13 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Path, Request
 from jinja2 import Environment
 from sqlalchemy import Engine, bindparam, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, joinedload
 from starlette.concurrency import run_in_threadpool
 
 from ductal import records
 from ductal.config import Settings
-from ductal.db import session_scope
+from ductal.db import is_busy, session_scope
 from ductal.errors import DuctalError, NotAuthenticated, NotFound, PermissionDenied
 from ductal.models import DataQuery, FormRecord, ProtocolVersion, Subject
 from ductal.records import SubjectFacts
@@ -53,6 +55,44 @@ class WebConfig:
     max_body_bytes: int
     page_size: int = 100
     sqlite_lock: AbstractContextManager[Any] = field(default_factory=nullcontext)
+    inline_engine: Engine | None = None  # SQLite file: never waits for the lock (see below)
+
+
+T = TypeVar("T")
+
+
+async def run_database_work(config: WebConfig, work: Callable[[Engine], T]) -> T:
+    """Run ``work`` — one short transaction on the engine it is given — and return its result.
+
+    On a SQLite file, when no other request of this process holds the database, ``work`` runs
+    right here on the event loop, on :attr:`WebConfig.inline_engine`, whose connections fail at
+    once instead of waiting when another process holds SQLite's write lock. SQLite runs one
+    writer at a time anyway; what this saves is handing the work to a worker thread and back,
+    and the two threads passing Python's interpreter lock to and fro at every statement, which
+    on a busy server cost more than the statements themselves. When the database is busy (the
+    lock is held here, or SQLite's by another process), and always on PostgreSQL, ``work`` runs
+    on a worker thread holding the SQLite lock, as every other route's session does; a busy
+    first attempt was rolled back whole, so running it again there is safe.
+    """
+    inline = config.inline_engine
+    lock = config.sqlite_lock
+    if inline is not None and isinstance(lock, _LOCK_TYPE) and lock.acquire(blocking=False):
+        try:
+            return work(inline)
+        except OperationalError as exc:
+            if not is_busy(exc):
+                raise
+        finally:
+            lock.release()
+
+    def threaded() -> T:
+        with lock:
+            return work(config.engine)
+
+    return await run_in_threadpool(threaded)
+
+
+_LOCK_TYPE = type(threading.Lock())
 
 
 async def _config(request: Request) -> WebConfig:
@@ -231,19 +271,15 @@ def subject_access(permission: str) -> Callable[..., SubjectAccess]:
     return dependency
 
 
-T = TypeVar("T")
-
-
 @dataclass
 class SubjectWork:
-    """A subject route's whole database work, run in one worker-thread call.
+    """A subject route's whole database work, run as one call by :func:`run_database_work`.
 
-    The route gets this instead of an opened session: :meth:`run` takes the SQLite lock, opens
-    the transaction, authenticates, reads the subject's facts (one Core statement, no ORM
-    object) and checks ``permission`` at its site, then calls ``work``, commits, and releases
-    the lock, without going back to the event loop in between (each return to it would keep
-    the lock held while other requests are served). The checks, their order and their errors
-    are those of :func:`subject_access`.
+    The route gets this instead of an opened session: :meth:`run` opens the transaction,
+    authenticates, reads the subject's facts (one Core statement, no ORM object) and checks
+    ``permission`` at its site, then calls ``work`` and commits, without going back to the event
+    loop in between (each return to it would keep the SQLite lock held while other requests are
+    served). The checks, their order and their errors are those of :func:`subject_access`.
     """
 
     request: Request
@@ -252,8 +288,8 @@ class SubjectWork:
     permission: str
 
     async def run(self, study_id: str, work: Callable[[Session, Principal, SubjectFacts], T]) -> T:
-        def call() -> T:
-            with self.config.sqlite_lock, session_scope(self.config.engine) as db:
+        def call(engine: Engine) -> T:
+            with session_scope(engine) as db:
                 principal = authenticate(self.request, db, self.config, self.csrf)
                 facts = records.subject_facts(db, study_id)
                 missing = f"no subject {study_id!r}"
@@ -262,7 +298,7 @@ class SubjectWork:
                 _check(principal, facts.site_id, self.permission, missing)
                 return work(db, principal, facts)
 
-        return await run_in_threadpool(call)
+        return await run_database_work(self.config, call)
 
 
 def subject_work(permission: str) -> Callable[..., Awaitable[SubjectWork]]:

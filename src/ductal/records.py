@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Row, Select, Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from ductal import audit
@@ -174,39 +174,61 @@ class SubjectFacts:
         )
 
 
-_FACTS_BY_STUDY_ID = (
-    select(
-        Subject.id,
-        Subject.study_id,
-        Subject.site_id,
-        Subject.status,
-        Subject.arm,
-        Subject.enrolled_on,
-        Subject.protocol_version_id,
-        ProtocolVersion.sha256,
-        Identity.ciphertext,
+# the columns of :class:`SubjectFacts` (labelled, so that another statement can carry them
+# beside its own: the web API reads a token and the subject it asks for together)
+FACTS_COLUMNS = (
+    Subject.id.label("subject_id"),
+    Subject.study_id.label("subject_study_id"),
+    Subject.site_id.label("subject_site_id"),
+    Subject.status.label("subject_status"),
+    Subject.arm.label("subject_arm"),
+    Subject.enrolled_on.label("subject_enrolled_on"),
+    Subject.protocol_version_id.label("subject_protocol_version_id"),
+    ProtocolVersion.sha256.label("subject_protocol_sha256"),
+    Identity.ciphertext.label("subject_identity"),
+)
+
+
+def join_facts(stmt: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
+    """Return ``stmt`` with :data:`FACTS_COLUMNS` of subject ``:study_id`` (NULL if none)."""
+    return (
+        stmt.add_columns(*FACTS_COLUMNS)
+        .outerjoin(Subject, Subject.study_id == bindparam("study_id"))
+        .outerjoin(ProtocolVersion, ProtocolVersion.id == Subject.protocol_version_id)
+        .outerjoin(Identity, Identity.subject_id == Subject.id)
     )
+
+
+_FACTS_BY_STUDY_ID = (
+    select(*FACTS_COLUMNS)
     .join(ProtocolVersion, ProtocolVersion.id == Subject.protocol_version_id)
     .outerjoin(Identity, Identity.subject_id == Subject.id)
     .where(Subject.study_id == bindparam("study_id"))
 )
 
 
+def facts_from_row(session: Session, row: Row[*tuple[Any, ...]]) -> SubjectFacts | None:
+    """Return the :class:`SubjectFacts` in a row holding :data:`FACTS_COLUMNS`, None if NULL."""
+    if row.subject_id is None:
+        return None
+    return SubjectFacts(
+        id=row.subject_id,
+        study_id=row.subject_study_id,
+        site_id=row.subject_site_id,
+        status=row.subject_status,
+        arm=row.subject_arm,
+        enrolled_on=row.subject_enrolled_on,
+        protocol=protocol_by_digest(
+            session, row.subject_protocol_version_id, row.subject_protocol_sha256
+        ),
+        identity=row.subject_identity,
+    )
+
+
 def subject_facts(session: Session, study_id: str) -> SubjectFacts | None:
     """Return the facts of subject ``study_id`` (identity ciphertext included) in one statement."""
     row = session.connection().execute(_FACTS_BY_STUDY_ID, {"study_id": study_id}).first()
-    if row is None:
-        return None
-    return SubjectFacts(
-        id=row.id,
-        study_id=row.study_id,
-        site_id=row.site_id,
-        status=row.status,
-        arm=row.arm,
-        enrolled_on=row.enrolled_on,
-        protocol=protocol_by_digest(session, row.protocol_version_id, row.sha256),
-        identity=row.ciphertext,
-    )
+    return None if row is None else facts_from_row(session, row)
 
 
 def facts_of(subject: Subject | SubjectFacts) -> SubjectFacts:

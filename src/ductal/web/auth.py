@@ -12,15 +12,17 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Row, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from ductal import audit, signatures
+from ductal import audit, records, signatures
 from ductal.errors import DuctalError, NotAuthenticated, Problem, ValidationError
 from ductal.models import Membership, User, utcnow
+from ductal.records import SubjectFacts
 from ductal.web.access import Principal
 from ductal.web.store import ApiToken, LoginAttempt, WebSession
 
@@ -232,6 +234,23 @@ def token_principal(session: Session, *, secret: str) -> Principal:
     API often, and this is on every request.
     """
     rows = session.connection().execute(_TOKEN_PRINCIPAL, {"token_hash": digest(secret)}).all()
+    return _token_principal(rows)
+
+
+def token_principal_and_subject(
+    session: Session, *, secret: str, study_id: str
+) -> tuple[Principal, SubjectFacts | None]:
+    """Return the principal of a bearer token and the facts of subject ``study_id`` (or None).
+
+    One statement reads both; the subject is only looked at once the token has been accepted.
+    """
+    params = {"token_hash": digest(secret), "study_id": study_id}
+    rows = session.connection().execute(_TOKEN_PRINCIPAL_AND_SUBJECT, params).all()
+    principal = _token_principal(rows)
+    return principal, records.facts_from_row(session, rows[0])
+
+
+def _token_principal(rows: Sequence[Row[*tuple[Any, ...]]]) -> Principal:
     if not rows:
         raise NotAuthenticated("the API token is not valid")
     first = rows[0]
@@ -271,6 +290,7 @@ _TOKEN_PRINCIPAL = (
     .outerjoin(Membership, Membership.user_id == User.id)
     .where(ApiToken.token_hash == bindparam("token_hash"))
 )
+_TOKEN_PRINCIPAL_AND_SUBJECT = records.join_facts(_TOKEN_PRINCIPAL)
 
 
 def set_language(session: Session, *, user: User, language: str) -> None:

@@ -29,7 +29,12 @@ from ductal.models import DataQuery, FormRecord, ProtocolVersion, Subject
 from ductal.records import SubjectFacts
 from ductal.vault import Vault
 from ductal.web.access import PUBLIC, Principal
-from ductal.web.auth import AuthPolicy, session_principal, token_principal
+from ductal.web.auth import (
+    AuthPolicy,
+    session_principal,
+    token_principal,
+    token_principal_and_subject,
+)
 
 SESSION_COOKIE = "ductal_session"
 PRE_SESSION_COOKIE = "ductal_pre"
@@ -290,8 +295,7 @@ class SubjectWork:
     async def run(self, study_id: str, work: Callable[[Session, Principal, SubjectFacts], T]) -> T:
         def call(engine: Engine) -> T:
             with session_scope(engine) as db:
-                principal = authenticate(self.request, db, self.config, self.csrf)
-                facts = records.subject_facts(db, study_id)
+                principal, facts = self._principal_and_subject(db, study_id)
                 missing = f"no subject {study_id!r}"
                 if facts is None:
                     raise NotFound(missing)
@@ -299,6 +303,21 @@ class SubjectWork:
                 return work(db, principal, facts)
 
         return await run_database_work(self.config, call)
+
+    def _principal_and_subject(
+        self, db: Session, study_id: str
+    ) -> tuple[Principal, SubjectFacts | None]:
+        scheme, _, credential = self.request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            principal = authenticate(self.request, db, self.config, self.csrf)
+            return principal, records.subject_facts(db, study_id)
+        # a script's token: the token, its user's roles and the subject in one statement
+        principal, facts = token_principal_and_subject(
+            db, secret=credential.strip(), study_id=study_id
+        )
+        self.request.state.principal = principal
+        self.request.state.lang = principal.language
+        return principal, facts
 
 
 def subject_work(permission: str) -> Callable[..., Awaitable[SubjectWork]]:

@@ -104,12 +104,10 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """Yield a session in one transaction: committed on success, rolled back on any error."""
-    session = Session(bind=engine, expire_on_commit=False)
+def database_errors() -> Iterator[None]:
+    """Turn a full disk or a lost connection into :class:`DatabaseUnavailable` (503)."""
     try:
-        with session.begin():
-            yield session
+        yield
     except OperationalError as exc:
         storage = storage_failure(exc)
         if storage is None:
@@ -119,6 +117,15 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         if not exc.connection_invalidated:
             raise
         raise DatabaseUnavailable(_CONNECTION_LOST) from exc
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """Yield a session in one transaction: committed on success, rolled back on any error."""
+    session = Session(bind=engine, expire_on_commit=False)
+    try:
+        with database_errors(), session.begin():
+            yield session
     finally:
         session.close()
 

@@ -27,12 +27,11 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Python's sqlite3 opens transactions lazily and only for DML; turn that off so the
     # "begin" hook below decides, and a write transaction takes the lock up front.
-    dbapi_connection.isolation_level = None
+    dbapi_connection.isolation_level = None  # (the busy timeout comes from connect_args)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 

@@ -1,0 +1,149 @@
+"""Where the web app runs a short transaction: on the event loop when SQLite is free, else a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from ductal.models import AuditEntry
+from ductal.web.deps import run_database_work
+from tests.web.conftest import World, bearer
+
+NOTE = text("INSERT INTO audit_entries_probe (note) VALUES ('x')")
+
+
+def _probe(world: World) -> None:
+    with world.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE audit_entries_probe (note TEXT)"))
+
+
+def _insert_and_name_thread(engine: Engine) -> str:
+    with engine.begin() as conn:
+        conn.execute(NOTE)
+    return threading.current_thread().name
+
+
+def _rows(world: World) -> int:
+    with world.engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM audit_entries_probe")).scalar_one())
+
+
+def test_free_sqlite_runs_on_the_event_loop_postgresql_on_a_thread(world: World) -> None:
+    _probe(world)
+    config = world.app.state.ductal
+    where = asyncio.run(run_database_work(config, _insert_and_name_thread))
+    if world.engine.dialect.name == "sqlite":
+        assert where == threading.current_thread().name  # the loop's own thread
+        assert config.inline_engine is not None
+    else:
+        assert where != threading.current_thread().name
+        assert config.inline_engine is None
+    assert _rows(world) == 1
+
+
+def test_work_waits_on_a_thread_while_another_request_holds_sqlite(world: World) -> None:
+    if world.engine.dialect.name != "sqlite":
+        pytest.skip("the in-process lock is SQLite's")
+    _probe(world)
+    config = world.app.state.ductal
+    config.sqlite_lock.acquire()
+    threading.Timer(0.3, config.sqlite_lock.release).start()
+    where = asyncio.run(run_database_work(config, _insert_and_name_thread))
+    assert where != threading.current_thread().name
+    assert _rows(world) == 1
+
+
+def test_another_process_holding_sqlite_sends_the_work_to_a_thread(world: World) -> None:
+    """A writer outside this process holds SQLite's lock: the first attempt fails at once and
+    is rolled back whole; the work then waits for the lock on a worker thread, and runs once."""
+    if world.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's file lock")
+    _probe(world)
+    config = world.app.state.ductal
+    other = sqlite3.connect(
+        str(world.engine.url.database), isolation_level=None, check_same_thread=False
+    )
+    other.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.3, other.rollback).start()
+    calls: list[str] = []
+
+    def work(engine: Engine) -> str:
+        calls.append(threading.current_thread().name)
+        return _insert_and_name_thread(engine)
+
+    where = asyncio.run(run_database_work(config, work))
+    other.close()
+    assert calls == [threading.current_thread().name, where]  # inline first, then a thread
+    assert where != threading.current_thread().name
+    assert _rows(world) == 1
+
+
+def test_other_database_errors_are_not_retried(world: World) -> None:
+    config = world.app.state.ductal
+    calls: list[int] = []
+
+    def broken(engine: Engine) -> None:
+        calls.append(1)
+        with engine.begin() as conn:
+            conn.execute(text("SELECT * FROM no_such_table"))
+
+    with pytest.raises(DBAPIError, match="no_such_table"):
+        asyncio.run(run_database_work(config, broken))
+    assert calls == [1]
+
+
+def test_api_save_while_sqlite_is_busy_elsewhere_is_stored_once(world: World, client: Any) -> None:
+    """The whole save (token, subject, validation, record, audit entry) survives the fallback."""
+    if world.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's file lock")
+    headers = bearer(world, "coordinator")
+    screened = client.post(
+        "/api/v1/subjects",
+        json={"protocol": "lavage-observational", "site": "RIV", "screening": _eligible()},
+        headers=headers,
+    )
+    assert screened.status_code == 201, screened.text
+    study_id = screened.json()["study_id"]
+    enrolled = client.post(
+        f"/api/v1/subjects/{study_id}/enrol", json={"enrolled_on": "2024-03-02"}, headers=headers
+    )
+    assert enrolled.status_code == 200, enrolled.text
+    with world.engine.connect() as conn:
+        before = conn.execute(select(func.count()).select_from(AuditEntry)).scalar_one()
+    other = sqlite3.connect(
+        str(world.engine.url.database), isolation_level=None, check_same_thread=False
+    )
+    other.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.3, other.rollback).start()
+    saved = client.post(
+        f"/api/v1/subjects/{study_id}/forms/adverse_event",
+        json={
+            "event": "unscheduled",
+            "data": {
+                "term": "pain",
+                "onset_date": "2024-04-01",
+                "ctcae_grade": 1,
+                "serious": 0,
+                "relatedness": "unrelated",
+            },
+        },
+        headers=headers,
+    )
+    other.close()
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["instance"] == 1
+    with world.engine.connect() as conn:
+        after = conn.execute(select(func.count()).select_from(AuditEntry)).scalar_one()
+    assert after == before + 1
+
+
+def _eligible() -> dict[str, Any]:
+    from tests.web.conftest import ELIGIBLE
+
+    return dict(ELIGIBLE)

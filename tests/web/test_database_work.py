@@ -1,4 +1,4 @@
-"""Where the web app runs a short transaction: on the event loop if SQLite is free, else a thread."""
+"""Where the web app runs a short transaction: the event loop when SQLite is free, or a thread."""
 
 from __future__ import annotations
 

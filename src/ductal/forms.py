@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, bindparam, func, select, text
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy import ColumnElement, Integer, Table, bindparam, func, literal, select, text
+from sqlalchemy.orm import QueryableAttribute, Session, make_transient_to_detached
 from sqlalchemy.orm.util import identity_key
 
 from ductal import audit
@@ -307,6 +307,28 @@ _PG_LOCK_SUBJECT = text(
 )
 
 
+_SUBJECT_LOCKED = "ductal.forms.subject_locked"  # session.info: (transaction, subject id)
+
+
+def subject_lock_column(
+    subject_id: ColumnElement[int] | QueryableAttribute[int],
+) -> ColumnElement[Any]:
+    """Return a column that takes a subject's save lock within another PostgreSQL statement.
+
+    It must be the transaction's first statement (no chain lock asked yet), and the caller
+    then calls :func:`note_subject_locked`. The reads of the save come in later statements,
+    which see everything committed before the lock was granted.
+    """
+    space = literal(_PG_SUBJECT_LOCKS, Integer)
+    return func.pg_advisory_xact_lock(space, subject_id).label("subject_locked")
+
+
+def note_subject_locked(session: Session, subject_id: int) -> None:
+    """Record that this transaction holds ``subject_id``'s save lock (see above)."""
+    if not session.in_nested_transaction():
+        session.info[_SUBJECT_LOCKED] = (session.get_transaction(), subject_id)
+
+
 def _lock_subject(session: Session, subject_id: int) -> None:
     """On PostgreSQL, serialise saves for one subject until the transaction ends.
 
@@ -320,6 +342,8 @@ def _lock_subject(session: Session, subject_id: int) -> None:
     if audit.chain_lock_asked(session):
         audit.lock_chain(session)  # keep to one order: once the chain's lock, no subject lock
         return
+    if session.info.get(_SUBJECT_LOCKED) == (session.get_transaction(), subject_id):
+        return  # taken with the transaction's first statement
     session.connection().execute(
         _PG_LOCK_SUBJECT, {"space": _PG_SUBJECT_LOCKS, "subject_id": subject_id}
     )

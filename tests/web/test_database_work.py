@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from ductal.models import AuditEntry
@@ -147,3 +147,48 @@ def _eligible() -> dict[str, Any]:
     from tests.web.conftest import ELIGIBLE
 
     return dict(ELIGIBLE)
+
+
+def test_postgresql_api_save_locks_the_subject_with_its_first_statement(
+    world: World, client: Any
+) -> None:
+    """Token, roles, subject and the subject's save lock in one statement; then only the chain's."""
+    if world.engine.dialect.name != "postgresql":
+        pytest.skip("advisory locks are PostgreSQL's")
+    headers = bearer(world, "coordinator")
+    screened = client.post(
+        "/api/v1/subjects",
+        json={"protocol": "lavage-observational", "site": "RIV", "screening": _eligible()},
+        headers=headers,
+    )
+    study_id = screened.json()["study_id"]
+    client.post(f"/api/v1/subjects/{study_id}/enrol", json={}, headers=headers)
+    seen: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    event.listen(world.engine, "before_cursor_execute", note)
+    try:
+        saved = client.post(
+            f"/api/v1/subjects/{study_id}/forms/adverse_event",
+            json={"event": "unscheduled", "data": dict(AE)},
+            headers=headers,
+        )
+    finally:
+        event.remove(world.engine, "before_cursor_execute", note)
+    assert saved.status_code == 200, saved.text
+    locks = [s for s in seen if "pg_advisory_xact_lock" in s]
+    assert len(locks) == 2, locks
+    assert "api_tokens" in locks[0] and "subjects" in locks[0]  # the first: token and subject
+    assert "api_tokens" not in locks[1]  # the second: the audit chain's
+    assert seen.index(locks[0]) == 0
+
+
+AE = {
+    "term": "pain",
+    "onset_date": "2024-04-01",
+    "ctcae_grade": 1,
+    "serious": 0,
+    "relatedness": "unrelated",
+}

@@ -223,8 +223,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--postgres", help="PostgreSQL URL of a server to create a database on")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    parser.add_argument("--requests", type=int, default=60, help="requests per client per round")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of each")
+    parser.add_argument("--requests", type=int, default=18, help="requests per client per round")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=10,
+        help="alternating rounds of each (short rounds: both see the same machine)",
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="ductal-bench-"))

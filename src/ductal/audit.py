@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, select, text
+from sqlalchemy import BigInteger, ColumnElement, Table, func, literal, select, text
 from sqlalchemy.orm import Session
 
 from ductal.errors import AuditError
@@ -112,10 +112,31 @@ def lock_chain(session: Session) -> None:
     if transaction is not None and not nested and session.info.get(_LOCK_HELD) is transaction:
         return
     session.execute(_PG_LOCK, {"k": _PG_AUDIT_LOCK})
-    root = session.get_transaction()  # begun by the execute if there was none
+    note_chain_locked(session)
+
+
+def chain_lock_column() -> ColumnElement[Any]:
+    """Return a column that takes the chain's lock within another PostgreSQL statement.
+
+    For a statement that writes before the chain head is read (a later statement, which then
+    sees every entry committed before the lock was granted); call :func:`note_chain_locked`
+    after it. Saves the round trip of a statement of its own.
+    """
+    return func.pg_advisory_xact_lock(literal(_PG_AUDIT_LOCK, BigInteger)).label("chain_locked")
+
+
+def note_chain_locked(session: Session) -> None:
+    """Record that this transaction now holds the chain's lock (see :func:`lock_chain`)."""
+    root = session.get_transaction()
     session.info[_LOCK_ASKED] = root
-    if not nested:
+    if not session.in_nested_transaction():
         session.info[_LOCK_HELD] = root
+
+
+def chain_locked(session: Session) -> bool:
+    """Say whether this transaction surely holds the chain's lock (asked outside a savepoint)."""
+    transaction = session.get_transaction()
+    return transaction is not None and session.info.get(_LOCK_HELD) is transaction
 
 
 def chain_lock_asked(session: Session) -> bool:

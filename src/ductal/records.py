@@ -673,6 +673,10 @@ def parse_date(value: Any) -> dt.date | None:
 
 _RECORDS_TABLE = cast(Table, FormRecord.__table__)
 _INSERT_RECORD = _RECORDS_TABLE.insert().returning(_RECORDS_TABLE.c.id)
+# PostgreSQL: the same INSERT takes the audit chain's lock for the entry that follows
+_INSERT_RECORD_LOCKING = _RECORDS_TABLE.insert().returning(
+    _RECORDS_TABLE.c.id, audit.chain_lock_column()
+)
 
 
 def insert_record(
@@ -705,7 +709,13 @@ def insert_record(
         "created_at": now,
         "updated_at": now,
     }
-    record_id = int(session.connection().execute(_INSERT_RECORD, values).scalar_one())
+    conn = session.connection()
+    lock = conn.dialect.name == "postgresql" and not audit.chain_locked(session)
+    if lock and not session.in_nested_transaction():
+        record_id = int(conn.execute(_INSERT_RECORD_LOCKING, values).one()[0])
+        audit.note_chain_locked(session)
+    else:
+        record_id = int(conn.execute(_INSERT_RECORD, values).scalar_one())
     audit.record(
         session,
         actor=actor,

@@ -163,6 +163,12 @@ def test_postgresql_api_save_locks_the_subject_with_its_first_statement(
     )
     study_id = screened.json()["study_id"]
     client.post(f"/api/v1/subjects/{study_id}/enrol", json={}, headers=headers)
+    first = client.post(  # makes the visit: the next save finds it
+        f"/api/v1/subjects/{study_id}/forms/adverse_event",
+        json={"event": "unscheduled", "data": dict(AE)},
+        headers=headers,
+    )
+    assert first.status_code == 200, first.text
     seen: list[str] = []
 
     def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
@@ -181,8 +187,10 @@ def test_postgresql_api_save_locks_the_subject_with_its_first_statement(
     locks = [s for s in seen if "pg_advisory_xact_lock" in s]
     assert len(locks) == 2, locks
     assert "api_tokens" in locks[0] and "subjects" in locks[0]  # the first: token and subject
-    assert "api_tokens" not in locks[1]  # the second: the audit chain's
-    assert seen.index(locks[0]) == 0
+    assert locks[1].startswith("INSERT INTO form_records")  # the chain's, with the record
+    assert seen.index(locks[0]) == 0 and saved.json()["instance"] == 2
+    # token+subject, event, record, chain head, audit entry: five statements in all
+    assert len(seen) == 5, "\n".join(s[:50].replace("\n", " ") for s in seen)
 
 
 AE = {

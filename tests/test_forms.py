@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from sqlalchemy import Engine, select, text
 
 from ductal import audit, forms, records
@@ -107,7 +108,7 @@ def test_postgresql_locks_the_subject_then_the_chain(study: Engine) -> None:  # 
     """A save locks its subject for the read and the chain for the audit entry; a transaction
     that already asked for the chain's lock takes no subject lock (one order, no deadlock)."""
     if study.dialect.name != "postgresql":
-        return  # SQLite transactions begin IMMEDIATE: one writer, no locks to take
+        pytest.skip("SQLite transactions begin IMMEDIATE: one writer, no locks to take")
     with session_scope(study) as session:
         study_id = _enrolled(session).study_id
     with session_scope(study) as session:

@@ -107,9 +107,7 @@ def lock_chain(session: Session) -> None:
     # the lock lasts until the transaction ends: take it once per transaction (record takes it
     # before reading the chain head, and so may a form save before reading the record). Inside
     # a savepoint always ask, since rolling the savepoint back would release it.
-    transaction = session.get_transaction()
-    nested = session.in_nested_transaction()
-    if transaction is not None and not nested and session.info.get(_LOCK_HELD) is transaction:
+    if not session.in_nested_transaction() and chain_locked(session):
         return
     session.execute(_PG_LOCK, {"k": _PG_AUDIT_LOCK})
     note_chain_locked(session)
@@ -135,8 +133,7 @@ def note_chain_locked(session: Session) -> None:
 
 def chain_locked(session: Session) -> bool:
     """Say whether this transaction surely holds the chain's lock (asked outside a savepoint)."""
-    transaction = session.get_transaction()
-    return transaction is not None and session.info.get(_LOCK_HELD) is transaction
+    return _marked(session, _LOCK_HELD)
 
 
 def chain_lock_asked(session: Session) -> bool:
@@ -145,8 +142,12 @@ def chain_lock_asked(session: Session) -> bool:
     It may since have let it go, if it asked inside a savepoint that was rolled back: callers
     that must hold it call :func:`lock_chain`, which asks again where it cannot be sure.
     """
+    return _marked(session, _LOCK_ASKED)
+
+
+def _marked(session: Session, key: str) -> bool:
     transaction = session.get_transaction()
-    return transaction is not None and session.info.get(_LOCK_ASKED) is transaction
+    return transaction is not None and session.info.get(key) is transaction
 
 
 def chain_head(session: Session) -> AuditEntry | None:

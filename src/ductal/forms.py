@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import ColumnElement, Integer, Table, bindparam, func, literal, select, text
@@ -620,18 +620,4 @@ def _update(
             subject_study_id=facts.study_id,
             site_id=facts.site_id,
         )
-    return SavedForm(
-        id=row.id,
-        subject_id=facts.id,
-        event_id=event_id,
-        event_key=event_key,
-        event_instance=event_instance,
-        form_key=form.key,
-        instance=instance,
-        data=clean,
-        status=status,
-        version=row.version + 1,
-        created_at=row.created_at,
-        updated_at=now,
-        created=False,
-    )
+    return replace(stored, data=clean, status=status, version=row.version + 1, updated_at=now)

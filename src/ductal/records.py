@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -93,10 +93,14 @@ def register_protocol(session: Session, *, protocol: Protocol, actor: str) -> Pr
 
 def protocol_of(pv: ProtocolVersion) -> Protocol:
     """Return the protocol stored in a protocol version (parsed once per definition)."""
-    cached = _PROTOCOL_CACHE.get(pv.sha256)
+    return _cached_protocol(pv.sha256, lambda: pv.definition)
+
+
+def _cached_protocol(sha256: str, definition: Callable[[], Any]) -> Protocol:
+    cached = _PROTOCOL_CACHE.get(sha256)
     if cached is None:
-        cached = Protocol.model_validate(pv.definition)
-        _PROTOCOL_CACHE[pv.sha256] = cached
+        cached = Protocol.model_validate(definition())
+        _PROTOCOL_CACHE[sha256] = cached
     return cached
 
 
@@ -125,12 +129,10 @@ _DEFINITION_OF = select(ProtocolVersion.definition).where(
 
 def protocol_by_digest(session: Session, version_id: int, sha256: str) -> Protocol:
     """Return protocol version ``version_id`` (``sha256`` its digest), read only on a cache miss."""
-    cached = _PROTOCOL_CACHE.get(sha256)
-    if cached is None:
-        definition = session.connection().execute(_DEFINITION_OF, {"version_id": version_id})
-        cached = Protocol.model_validate(definition.scalar_one())
-        _PROTOCOL_CACHE[sha256] = cached
-    return cached
+    conn = session.connection()
+    return _cached_protocol(
+        sha256, lambda: conn.execute(_DEFINITION_OF, {"version_id": version_id}).scalar_one()
+    )
 
 
 class Unread(enum.Enum):
@@ -710,8 +712,8 @@ def insert_record(
         "updated_at": now,
     }
     conn = session.connection()
-    lock = conn.dialect.name == "postgresql" and not audit.chain_locked(session)
-    if lock and not session.in_nested_transaction():
+    nested = session.in_nested_transaction()
+    if conn.dialect.name == "postgresql" and not nested and not audit.chain_locked(session):
         record_id = int(conn.execute(_INSERT_RECORD_LOCKING, values).one()[0])
         audit.note_chain_locked(session)
     else:

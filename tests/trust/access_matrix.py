@@ -42,6 +42,7 @@ from ductal.web.access import PERMISSIONS, PUBLIC
 from ductal.web.app import WebOptions, create_app
 from ductal.web.auth import AuthPolicy, create_token
 from ductal.web.store import ApiToken
+from tests.web.conftest import ELIGIBLE
 
 PASSWORD = "matrix horse battery staple"
 CHEAP = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -61,17 +62,7 @@ API_BODIES: dict[str, dict[str, Any]] = {
 PAGE_FIELDS: dict[str, dict[str, str]] = {"/studies/{protocol_id}/screen": {"site": "RIV"}}
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
-SCREENING = {
-    "screening_date": "2024-03-01",
-    "age": 34,
-    "sex": "female",
-    "non_lactating_6m": 1,
-    "pathology_confirmed": 1,
-    "diagnosis": "igm",
-    "carcinoma_excluded": 1,
-    "consent_signed": 1,
-    "consent_date": "2024-03-01",
-}
+SCREENING = ELIGIBLE  # the web tests' eligible screening form
 BASELINE = {
     "assessment_date": "2024-03-02",
     "side": "left",

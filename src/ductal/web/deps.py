@@ -146,10 +146,7 @@ def authenticate(request: Request, db: Session, config: WebConfig, csrf: str | N
         scheme, _, credential = header.partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
             raise NotAuthenticated("use 'Authorization: Bearer <token>'")
-        principal = token_principal(db, secret=credential.strip())
-        request.state.principal = principal
-        request.state.lang = principal.language
-        return principal
+        return _remember(request, token_principal(db, secret=credential.strip()))
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         raise NotAuthenticated("please sign in")
@@ -161,6 +158,11 @@ def authenticate(request: Request, db: Session, config: WebConfig, csrf: str | N
             "this form is out of date or was not sent by ductal (CSRF check failed); "
             "reload the page and try again"
         )
+    return _remember(request, principal)
+
+
+def _remember(request: Request, principal: Principal) -> Principal:
+    """Keep who sends ``request`` for the error pages and the language of the answer."""
     request.state.principal = principal
     request.state.lang = principal.language
     return principal
@@ -318,9 +320,7 @@ class SubjectWork:
         principal, facts = token_principal_and_subject(
             db, secret=credential.strip(), study_id=study_id
         )
-        self.request.state.principal = principal
-        self.request.state.lang = principal.language
-        return principal, facts
+        return _remember(self.request, principal), facts
 
 
 def subject_work(permission: str) -> Callable[..., Awaitable[SubjectWork]]:

@@ -8,6 +8,7 @@ are shown to admins on the identity page alone).
 from __future__ import annotations
 
 import datetime as dt
+import typing
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -409,38 +410,42 @@ def masked(form: FormDef, data: dict[str, Any]) -> dict[str, Any]:
     return {k: (MASK if k in secret else v) for k, v in data.items()}
 
 
-def record_dict(
-    db: Session, record: FormRecord, lang: str = "en", *, fresh: bool = False
-) -> dict[str, Any]:
-    """Return a form record with its queries and signatures (identifier fields masked).
+class _Stored(typing.Protocol):
+    """What :func:`record_dict` shows of a record: a :class:`FormRecord` or a saved form."""
 
-    ``fresh`` says the record was created in this transaction, so it can have neither.
-    """
-    proto = records.subject_protocol(record.subject)
-    form = proto.form(record.form_key)
-    qs: Any = []
-    sigs: Any = []
-    if not fresh:
-        qs = db.scalars(
-            select(DataQuery).where(DataQuery.form_record_id == record.id).order_by(DataQuery.id)
-        )
-        sigs = db.scalars(
-            select(Signature).where(Signature.form_record_id == record.id).order_by(Signature.id)
-        )
-    return {
-        "id": record.id,
-        "subject": record.subject.study_id,
-        "event": record.event.event_key,
-        "event_instance": record.event.instance,
-        "form": record.form_key,
-        "instance": record.instance,
-        "status": record.status,
-        "version": record.version,
-        "updated_at": record.updated_at.isoformat(),
-        "data": masked(form, dict(record.data)),
-        "queries": [query_dict(q) for q in qs],
-        "signatures": [signature_dict(s) for s in sigs],
-    }
+    @property
+    def id(self) -> int: ...
+    @property
+    def form_key(self) -> str: ...
+    @property
+    def instance(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def updated_at(self) -> dt.datetime: ...
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+
+def record_dict(db: Session, record: FormRecord, lang: str = "en") -> dict[str, Any]:
+    """Return a form record with its queries and signatures (identifier fields masked)."""
+    qs = db.scalars(
+        select(DataQuery).where(DataQuery.form_record_id == record.id).order_by(DataQuery.id)
+    )
+    sigs = db.scalars(
+        select(Signature).where(Signature.form_record_id == record.id).order_by(Signature.id)
+    )
+    out = _record_json(
+        records.subject_protocol(record.subject).form(record.form_key),
+        record,
+        record.subject.study_id,
+        (record.event.event_key, record.event.instance),
+    )
+    out["queries"] = [query_dict(q) for q in qs]
+    out["signatures"] = [signature_dict(s) for s in sigs]
+    return out
 
 
 def saved_form_dict(
@@ -454,19 +459,26 @@ def saved_form_dict(
     if not saved.created:
         return record_dict(db, db.get_one(FormRecord, saved.id), lang)
     form = subject.protocol.form(saved.form_key)
+    out = _record_json(form, saved, subject.study_id, (saved.event_key, saved.event_instance))
+    out["queries"] = []
+    out["signatures"] = []
+    return out
+
+
+def _record_json(
+    form: FormDef, record: _Stored, study_id: str, event: tuple[str, int]
+) -> dict[str, Any]:
     return {
-        "id": saved.id,
-        "subject": subject.study_id,
-        "event": saved.event_key,
-        "event_instance": saved.event_instance,
-        "form": saved.form_key,
-        "instance": saved.instance,
-        "status": saved.status,
-        "version": saved.version,
-        "updated_at": saved.updated_at.isoformat(),
-        "data": masked(form, saved.data),
-        "queries": [],
-        "signatures": [],
+        "id": record.id,
+        "subject": study_id,
+        "event": event[0],
+        "event_instance": event[1],
+        "form": record.form_key,
+        "instance": record.instance,
+        "status": record.status,
+        "version": record.version,
+        "updated_at": record.updated_at.isoformat(),
+        "data": masked(form, dict(record.data)),
     }
 
 

@@ -17,6 +17,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from ductal import records
 from ductal.errors import DuctalError, Problem, ValidationError
+from ductal.models import FormRecord
 from ductal.procedure import checks, course, pathology, record, report
 from ductal.procedure.rules import max_minutes, procedure_settings
 from ductal.protocols.model import FormDef, Protocol
@@ -453,14 +454,9 @@ def record_save(
 
 @router.get("/subjects/{study_id}/procedure/saved/{record_id}")
 def saved(request: Request, access: SubjectViewer, record_id: RowId, db: DbSession) -> Response:
-    found = [
-        r
-        for r in records.subject_records(db, access.subject, "ductoscopy_procedure")
-        if r.id == record_id
-    ]
-    if not found:
+    rec = db.get(FormRecord, record_id)
+    if rec is None or rec.subject_id != access.subject.id or rec.form_key != "ductoscopy_procedure":
         return RedirectResponse(f"/subjects/{access.subject.study_id}/procedure", 303)
-    rec = found[0]
     lang = service.text_lang(access.principal)
     feedback = service.regimen_feedback(
         db, access.subject, "ductoscopy_procedure", dict(rec.data), lang

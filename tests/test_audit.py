@@ -103,7 +103,7 @@ def test_chain_lock_is_taken_once_per_transaction_and_held(engine: Engine) -> No
     locks: list[str] = []
 
     def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        if "pg_advisory_xact_lock" in statement:
+        if statement.startswith("SELECT pg_advisory_xact_lock"):  # lock_chain's own
             locks.append(statement)
 
     event.listen(engine, "before_cursor_execute", count)

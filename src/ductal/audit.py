@@ -2,7 +2,17 @@
 
 Each entry's hash covers its content and the previous entry's hash, so editing, deleting or
 reordering any stored row breaks the chain from that row on; :func:`verify_chain` finds the first
-broken entry. The database itself refuses UPDATE and DELETE on the table (see the migrations).
+broken entry, and compares the end of the trail with the head kept in ``audit_head``, so entries
+cut from the end are noticed too. The database itself refuses UPDATE and DELETE on the table
+(see the migrations).
+
+On PostgreSQL an entry is appended by one statement that takes the chain's advisory lock, moves
+the head row and inserts the entry (:func:`pg_append`): the lock queues the writers in order,
+the head row's old values are what the new entry chains to, and the digest is computed by the
+database from the entry's canonical JSON, written here with placeholders for the values only the
+database knows (previous hash, time, and, within a larger statement, the id of the row the entry
+describes). On SQLite, whose transactions run one at a time, the newest entry is read and a
+trigger moves the head.
 """
 
 from __future__ import annotations
@@ -10,15 +20,17 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
+import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast
 
-from sqlalchemy import BigInteger, ColumnElement, Table, func, literal, select, text
+from sqlalchemy import Table, func, inspect, select, text
 from sqlalchemy.orm import Session
 
 from ductal.errors import AuditError
-from ductal.models import AuditEntry, utcnow
+from ductal.models import AuditEntry, AuditHead, utcnow
 
 GENESIS_HASH = "0" * 64
 _PG_AUDIT_LOCK = 0x0D0C7A1  # one advisory lock key for the whole chain
@@ -79,9 +91,8 @@ class NewEntry:
     id: int = 0
 
 
-def entry_digest(entry: Chained) -> str:
-    """Return the SHA-256 that chains ``entry`` to the hash stored in its ``prev_hash``."""
-    payload = {
+def _payload(entry: Chained) -> dict[str, Any]:
+    return {
         "prev": entry.prev_hash,
         "at": entry.occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
         "actor": entry.actor,
@@ -93,34 +104,36 @@ def entry_digest(entry: Chained) -> str:
         "after": entry.after,
         "reason": entry.reason,
     }
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def entry_digest(entry: Chained) -> str:
+    """Return the SHA-256 that chains ``entry`` to the hash stored in its ``prev_hash``."""
+    return hashlib.sha256(_canonical(_payload(entry)).encode()).hexdigest()
 
 
 def lock_chain(session: Session) -> None:
-    """Serialise writers on PostgreSQL so that two transactions never extend the same chain head.
+    """Serialise writers on PostgreSQL from here to the end of the transaction.
 
-    SQLite needs nothing here: ductal opens every SQLite transaction with BEGIN IMMEDIATE.
+    For callers that read something the entry they will write depends on (a record's state, a
+    randomisation list's next slot). Every append takes the same lock, so a caller that only
+    writes needs no call. SQLite needs nothing here: ductal opens every SQLite transaction with
+    BEGIN IMMEDIATE.
     """
     if session.get_bind().dialect.name != "postgresql":
         return
-    # the lock lasts until the transaction ends: take it once per transaction (record takes it
-    # before reading the chain head, and so may a form save before reading the record). Inside
-    # a savepoint always ask, since rolling the savepoint back would release it.
+    # the lock lasts until the transaction ends: take it once per transaction. Inside a
+    # savepoint always ask, since rolling the savepoint back would release it.
     if not session.in_nested_transaction() and chain_locked(session):
         return
     session.execute(_PG_LOCK, {"k": _PG_AUDIT_LOCK})
     note_chain_locked(session)
 
 
-def chain_lock_column() -> ColumnElement[Any]:
-    """Return a column that takes the chain's lock within another PostgreSQL statement.
-
-    For a statement that writes before the chain head is read (a later statement, which then
-    sees every entry committed before the lock was granted); call :func:`note_chain_locked`
-    after it. Saves the round trip of a statement of its own.
-    """
-    return func.pg_advisory_xact_lock(literal(_PG_AUDIT_LOCK, BigInteger)).label("chain_locked")
+_NO_HEAD = "the audit trail has no head row; bring the schema up to date with 'ductal migrate'"
 
 
 def note_chain_locked(session: Session) -> None:
@@ -155,6 +168,146 @@ def chain_head(session: Session) -> AuditEntry | None:
     return session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1)).first()
 
 
+# --- PostgreSQL: one statement appends ------------------------------------------------------
+
+# A placeholder in canonical JSON: a string no stored value can hold by chance, since its random
+# part is drawn when the process starts and never shown.
+_SLOT_MARK = f"\x00{secrets.token_hex(16)}:"
+_SLOT_IN_JSON = re.compile('"' + re.escape(json.dumps(_SLOT_MARK)[1:-1]) + r'([a-z_]+)"')
+
+
+class Slot(str):
+    """A value of an entry that the database fills in (see :func:`pg_append`)."""
+
+    __slots__ = ()
+
+    def __new__(cls, name: str) -> Slot:
+        return super().__new__(cls, _SLOT_MARK + name)
+
+
+# what the database puts in the placeholders the append itself fills: the entry's time (never
+# before the head's, so a clock stepping back cannot reorder the trail) and the previous hash
+_AT = "GREATEST(audit_head.occurred_at, CAST(:at AS timestamptz))"
+_ISO_UTC = """'YYYY-MM-DD"T"HH24:MI:SS.US'"""  # with '+00:00': Python's isoformat in UTC
+_OWN_SLOTS = {
+    "at": f"""'"' || to_char({_AT} AT TIME ZONE 'UTC', {_ISO_UTC}) || '+00:00"'""",
+    "prev": """'"' || audit_head.hash || '"'""",
+}
+
+
+def _json_sql(value: Any, slots: Mapping[str, str], params: dict[str, Any], stem: str) -> str:
+    """Return SQL building the canonical JSON text of ``value``, placeholders filled by SQL.
+
+    ``slots`` gives, per placeholder name, SQL for the JSON text of its value; the literal
+    parts between placeholders become bind parameters named after ``stem``.
+    """
+    parts = _SLOT_IN_JSON.split(_canonical(value))
+    sql: list[str] = []
+    for k, part in enumerate(parts):
+        if k % 2:
+            if part not in slots:
+                raise AuditError(f"no SQL for the audit placeholder {part!r}")
+            sql.append(f"({slots[part]})")
+        else:
+            params[f"{stem}{k}"] = part
+            sql.append(f"CAST(:{stem}{k} AS text)")
+    return " || ".join(sql)
+
+
+@dataclass(frozen=True)
+class PgAppend:
+    """Common table expressions that append one entry, for a larger PostgreSQL statement.
+
+    ``ctes`` defines ``audit_moved`` (the head row, moved) and ``audit_added`` (the entry:
+    ``id``, ``occurred_at``, ``prev_hash``, ``hash``); ``params`` are their bind values.
+    """
+
+    ctes: str
+    params: dict[str, Any]
+
+
+def pg_append(
+    *,
+    actor: str,
+    action: str,
+    entity_type: str,
+    entity_id: str,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+    reason: str | None = None,
+    subject_study_id: str | None = None,
+    site_id: int | None = None,
+    slots: Mapping[str, str] | None = None,
+    source: str | None = None,
+) -> PgAppend:
+    """Return SQL appending one entry on PostgreSQL, in the statement that moves the head row.
+
+    Values may hold :class:`Slot` placeholders, filled by the SQL ``slots`` gives for them
+    (say ``{"entity": "rec.id::text"}`` for a row inserted by an earlier part of the
+    statement). With ``source``, the name of such a part, the entry is appended only if that
+    part yields a row. The caller must hold the subject locks it needs before this statement
+    (the chain's lock is taken last).
+    """
+    if not actor:
+        raise AuditError("an audit entry needs an actor")
+    slots = {**_OWN_SLOTS, **(slots or {})}
+    params: dict[str, Any] = {
+        "at": utcnow(),
+        "actor": actor,
+        "action": action,
+        "entity_type": entity_type,
+        "subject_study_id": subject_study_id,
+        "site_id": site_id,
+        "reason": reason,
+    }
+    before_json = None if before is None else _json_safe(before)
+    after_json = None if after is None else _json_safe(after)
+    payload = {
+        "prev": Slot("prev"),
+        "at": Slot("at"),
+        "actor": actor,
+        "action": action,
+        "entity": [entity_type, entity_id],
+        "subject": subject_study_id,
+        "site": site_id,
+        "before": before_json,
+        "after": after_json,
+        "reason": reason,
+    }
+    digest = _json_sql(payload, slots, params, "d")
+    entity = (
+        f"({slots[entity_id[len(_SLOT_MARK) :]]})::jsonb #>> '{{}}'"
+        if isinstance(entity_id, Slot)
+        else "CAST(:entity_id AS text)"
+    )
+    params["entity_id"] = str(entity_id)
+    stored: dict[str, str] = {}
+    for column, value in (("before", before_json), ("after", after_json)):
+        stored[column] = (
+            "NULL" if value is None else f"CAST({_json_sql(value, slots, params, column)} AS jsonb)"
+        )
+    from_source = f" FROM {source}" if source else ""
+    # every value arrives as a bind parameter; the text joins ductal's own fragments only
+    ctes = f"""audit_moved AS (
+  UPDATE audit_head SET
+    entry_id = nextval(pg_get_serial_sequence('audit_entries', 'id')),
+    prev_hash = audit_head.hash,
+    occurred_at = {_AT},
+    hash = encode(sha256(convert_to({digest}, 'UTF8')), 'hex'){from_source}
+  WHERE audit_head.id = 1 AND pg_advisory_xact_lock({_PG_AUDIT_LOCK}) IS NOT NULL
+  RETURNING audit_head.entry_id, audit_head.prev_hash, audit_head.hash, audit_head.occurred_at
+), audit_added AS (
+  INSERT INTO audit_entries (id, occurred_at, actor, action, entity_type, entity_id,
+    subject_study_id, site_id, before, after, reason, prev_hash, hash)
+  SELECT m.entry_id, m.occurred_at, :actor, :action, :entity_type, {entity},
+    :subject_study_id, CAST(:site_id AS integer), {stored["before"]}, {stored["after"]}, :reason,
+    m.prev_hash, m.hash
+  FROM audit_moved AS m{", " + source if source else ""}
+  RETURNING id, occurred_at, prev_hash, hash
+)"""  # nosec B608
+    return PgAppend(ctes, params)
+
+
 def record(
     session: Session,
     *,
@@ -174,16 +327,9 @@ def record(
     """
     if not actor:
         raise AuditError("an audit entry needs an actor")
-    lock_chain(session)
     session.flush()
     conn = session.connection()  # plain Core statements: no ORM execution layer needed
-    head = conn.execute(_HEAD).first()
-    prev_hash = head.hash if head is not None else GENESIS_HASH
-    occurred_at = utcnow()
-    if head is not None and occurred_at < head.occurred_at:
-        occurred_at = head.occurred_at  # a clock step backwards never reorders the trail
     values: dict[str, Any] = {
-        "occurred_at": occurred_at,
         "actor": actor,
         "action": action,
         "entity_type": entity_type,
@@ -193,14 +339,34 @@ def record(
         "before": None if before is None else _json_safe(before),
         "after": None if after is None else _json_safe(after),
         "reason": reason,
-        "prev_hash": prev_hash,
     }
+    if conn.dialect.name == "postgresql":
+        append = pg_append(**values)
+        added = conn.execute(text(f"WITH {append.ctes} {_ADDED}"), append.params).first()
+        if added is None:
+            raise AuditError(_NO_HEAD)
+        note_chain_locked(session)
+        return NewEntry(
+            **values,
+            occurred_at=added.occurred_at.astimezone(dt.UTC),
+            prev_hash=added.prev_hash,
+            hash=added.hash,
+            id=added.id,
+        )
+    head = conn.execute(_HEAD).first()
+    values["prev_hash"] = head.hash if head is not None else GENESIS_HASH
+    values["occurred_at"] = utcnow()
+    if head is not None and values["occurred_at"] < head.occurred_at:
+        values["occurred_at"] = head.occurred_at  # a clock step back never reorders the trail
     entry = NewEntry(**values)
     entry.hash = values["hash"] = entry_digest(entry)
     # one Core INSERT rather than a unit-of-work flush: the entry is never changed afterwards,
     # so the session has nothing to track
     entry.id = conn.execute(_INSERT, values).scalar_one()
     return entry
+
+
+_ADDED = "SELECT id, occurred_at, prev_hash, hash FROM audit_added"
 
 
 @dataclass(frozen=True)
@@ -218,13 +384,33 @@ class ChainReport:
 
 
 def verify_chain(session: Session, *, batch: int = 5000) -> ChainReport:
-    """Walk the whole trail in order and return where, if anywhere, the chain first breaks."""
+    """Walk the whole trail in order and return where, if anywhere, the chain first breaks.
+
+    The trail must also end where its head row says it does (a database whose schema predates
+    the head row is walked only).
+    """
     stmt = select(AuditEntry).order_by(AuditEntry.id).execution_options(yield_per=batch)
     result = session.scalars(stmt)
     try:
-        return _walk(result)
+        report = _walk(result)
     finally:
         result.close()
+    if not report.ok or not inspect(session.connection()).has_table("audit_head"):
+        return report
+    head = session.execute(select(AuditHead.entry_id, AuditHead.hash)).first()
+    if head is None:
+        return replace(report, first_bad_id=0, problem="the audit trail's head row is missing")
+    if head.hash != report.head:
+        last = session.scalar(select(func.max(AuditEntry.id))) or 0
+        return replace(
+            report,
+            first_bad_id=last,
+            problem=(
+                f"the trail ends at entry {last} but its head row names entry {head.entry_id} "
+                "(entries were removed from the end, or the head row was altered)"
+            ),
+        )
+    return report
 
 
 def _walk(entries: Iterable[AuditEntry]) -> ChainReport:

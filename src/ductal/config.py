@@ -7,6 +7,7 @@
 | ``DUCTAL_DATABASE_URL`` | SQLAlchemy URL: SQLite or ``postgresql+psycopg`` | SQLite file |
 | ``DUCTAL_SECRET_KEY`` | signs sessions and CSRF tokens (32+ characters) | generated (dev) |
 | ``DUCTAL_VAULT_KEY`` | Fernet key that encrypts direct identifiers | generated (dev) |
+| ``DUCTAL_DB_POOL_SIZE`` | database connections each web worker keeps open | ``10`` |
 
 In development a missing key is generated once and kept in the data directory (mode 0600), so a
 laptop install just works. In production a missing, short or well-known key is refused at start.
@@ -14,6 +15,7 @@ laptop install just works. In production a missing, short or well-known key is r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Mapping
@@ -28,6 +30,8 @@ from ductal.errors import ConfigError
 Environment = Literal["development", "production"]
 _MIN_SECRET_LENGTH = 32
 _WEAK_SECRETS = {"changeme", "secret", "development", "password", "ductal"}
+DEFAULT_POOL_SIZE = 10
+_MAX_POOL_SIZE = 200
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class Settings:
     database_url: str
     secret_key: str
     vault_key: str
+    db_pool_size: int = DEFAULT_POOL_SIZE
 
     @property
     def is_sqlite(self) -> bool:
@@ -60,13 +65,37 @@ class Settings:
 
 
 def _key_file(data_dir: Path, name: str, make: str) -> str:
+    """Return the key kept in ``data_dir/name``, writing ``make`` there first if there is none.
+
+    Several processes may start at once (``ductal serve --workers 4``): the key is written to a
+    private file and linked into place, which fails if another process got there first, so every
+    process reads one whole key and never a half-written file.
+    """
     path = data_dir / name
-    if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(make + "\n")
-    path.chmod(0o600)
-    return make
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        draft = data_dir / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(make + "\n")
+            with contextlib.suppress(FileExistsError):  # another process was first: use its key
+                os.link(draft, path)
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
+
+
+def _pool_size(raw: str) -> int:
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= _MAX_POOL_SIZE:
+        raise ConfigError(
+            f"DUCTAL_DB_POOL_SIZE: must be a whole number from 1 to {_MAX_POOL_SIZE}, not {raw!r}"
+        )
+    return size
 
 
 def _check_vault_key(key: str) -> None:
@@ -90,6 +119,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         database_url = f"sqlite:///{data_dir / 'ductal.sqlite'}"
     secret = env_vars.get("DUCTAL_SECRET_KEY", "").strip()
     vault = env_vars.get("DUCTAL_VAULT_KEY", "").strip()
+    pool_size = _pool_size(env_vars.get("DUCTAL_DB_POOL_SIZE", str(DEFAULT_POOL_SIZE)).strip())
 
     if env == "production":
         if not secret:
@@ -112,4 +142,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         database_url=database_url,
         secret_key=secret,
         vault_key=vault,
+        db_pool_size=pool_size,
     )

@@ -42,14 +42,22 @@ def _sqlite_begin(conn: Any) -> None:
 
 
 def make_engine(
-    database_url: str, *, echo: bool = False, pooled: bool = True, busy_timeout: float = 30.0
+    database_url: str,
+    *,
+    echo: bool = False,
+    pooled: bool = True,
+    busy_timeout: float = 30.0,
+    pool_size: int | None = None,
 ) -> Engine:
     """Return an engine for ``database_url``; raise :class:`ConfigError` for a malformed URL.
 
     ``pooled=False`` closes each connection when it is released: right for one-shot commands,
     which then leave no open connection behind. ``busy_timeout`` is how long, in seconds, a
     SQLite connection waits for another one's write lock before it fails with "database is
-    locked" (0: not at all).
+    locked" (0: not at all). ``pool_size`` is how many connections a pooled engine keeps open
+    (a server sets it to the number of requests it runs at once: beyond it, each extra
+    connection is opened for one request and closed after it, which on PostgreSQL starts and
+    ends a server process every time); as many again may be opened for a burst.
     """
     try:
         url = make_url(database_url)
@@ -58,6 +66,9 @@ def make_engine(
     kwargs: dict[str, Any] = {"echo": echo}
     if not pooled:
         kwargs["poolclass"] = NullPool
+    elif pool_size is not None:
+        kwargs["pool_size"] = pool_size
+        kwargs["max_overflow"] = pool_size
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from sqlalchemy import ColumnElement, Integer, Table, bindparam, func, literal, 
 from sqlalchemy.orm import QueryableAttribute, Session, make_transient_to_detached
 from sqlalchemy.orm.util import identity_key
 
-from ductal import audit
+from ductal import audit, pg_save
 from ductal.errors import Conflict, Problem, ValidationError
 from ductal.models import Event, FormRecord, Identity, Signature, Subject, utcnow
 from ductal.protocols.logic import parse as parse_expression
@@ -220,10 +220,48 @@ def write_form(
 
     session.flush()  # the Core reads below must see what the caller has pending
     _lock_subject(session, facts.id)
+    occurred = _occurred_on(form, clean)
+    if (
+        expected_version is None  # a new record, unless one is there already
+        and spec.kind != "treatment"  # (a first treatment session schedules the follow-up)
+        and session.get_bind().dialect.name == "postgresql"
+    ):
+        stored = pg_save.insert_form(
+            session,
+            subject_id=facts.id,
+            study_id=facts.study_id,
+            site_id=facts.site_id,
+            event_key=spec.key,
+            event_instance=event_instance,
+            form_key=form_key,
+            instance=None if form.repeating and instance is None else (instance or 1),
+            data=clean,
+            status=status,
+            day=occurred,
+            actor=actor,
+            reason=reason,
+        )
+        if stored is not None:
+            record_id, event_id, instance, now = stored
+            _expire(session, Event, event_id)
+            return SavedForm(
+                id=record_id,
+                subject_id=facts.id,
+                event_id=event_id,
+                event_key=spec.key,
+                event_instance=event_instance,
+                form_key=form_key,
+                instance=instance,
+                data=clean,
+                status=status,
+                version=1,
+                created_at=now,
+                updated_at=now,
+                created=True,
+            )
     event_id, occurred_before, row, instance = _event_and_record(
         session, facts, spec, event_instance, form_key, instance, repeating=form.repeating
     )
-    occurred = _occurred_on(form, clean)
     was_first_treatment = spec.kind == "treatment" and first_session_date(session, facts) is None
     where = (event_id, spec.key, event_instance)
     if row is None:

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Integer,
@@ -294,3 +295,21 @@ class AuditEntry(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditHead(Base):
+    """The audit chain's newest entry, in the one row this table ever holds (``id`` 1).
+
+    PostgreSQL appends an entry and moves this row in one statement, behind the chain's
+    advisory lock; on SQLite a trigger moves it. :func:`ductal.audit.verify_chain` checks it against
+    the trail, so entries cut from the end are noticed.
+    """
+
+    __tablename__ = "audit_head"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_audit_head_one_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    entry_id: Mapped[int] = mapped_column(Integer)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[dt.datetime | None]

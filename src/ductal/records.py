@@ -675,10 +675,6 @@ def parse_date(value: Any) -> dt.date | None:
 
 _RECORDS_TABLE = cast(Table, FormRecord.__table__)
 _INSERT_RECORD = _RECORDS_TABLE.insert().returning(_RECORDS_TABLE.c.id)
-# PostgreSQL: the same INSERT takes the audit chain's lock for the entry that follows
-_INSERT_RECORD_LOCKING = _RECORDS_TABLE.insert().returning(
-    _RECORDS_TABLE.c.id, audit.chain_lock_column()
-)
 
 
 def insert_record(
@@ -711,13 +707,7 @@ def insert_record(
         "created_at": now,
         "updated_at": now,
     }
-    conn = session.connection()
-    nested = session.in_nested_transaction()
-    if conn.dialect.name == "postgresql" and not nested and not audit.chain_locked(session):
-        record_id = int(conn.execute(_INSERT_RECORD_LOCKING, values).one()[0])
-        audit.note_chain_locked(session)
-    else:
-        record_id = int(conn.execute(_INSERT_RECORD, values).scalar_one())
+    record_id = int(session.connection().execute(_INSERT_RECORD, values).scalar_one())
     audit.record(
         session,
         actor=actor,

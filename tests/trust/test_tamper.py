@@ -1,9 +1,10 @@
 """Tamper evidence: rows edited, deleted or reordered straight in the database are caught.
 
 The triggers that make the table append-only are dropped first, as an attacker with database
-rights would. ``ductal audit verify`` must exit 1 naming the first bad entry; cutting entries off
-the end or rewriting the chain with recomputed hashes leaves a self-consistent chain, which only
-an evidence stamp kept elsewhere can expose: ``ductal evidence check`` must catch those.
+rights would. ``ductal audit verify`` must exit 1 naming the first bad entry, and notice entries cut
+off the end (the trail's head row names the newest entry). Cutting the end and moving the head
+row too, or rewriting the chain with recomputed hashes, leaves a self-consistent trail, which
+only an evidence stamp kept elsewhere can expose: ``ductal evidence check`` must catch those.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy import Engine, delete, func, select, text, update
 
 from ductal import audit, backup
 from ductal.db import session_scope
-from ductal.models import AuditEntry
+from ductal.models import AuditEntry, AuditHead
 from tests.trust.conftest import Study, build_study, run
 
 TABLE = AuditEntry.__table__
@@ -174,6 +175,36 @@ def _rewrite_from(engine: Engine, start: int) -> None:
             prev = digest
 
 
+def _move_head(engine: Engine) -> None:
+    """Point the trail's head row at its newest entry, as a knowing attacker would."""
+    with engine.begin() as conn:
+        newest = conn.execute(
+            select(TABLE.c.id, TABLE.c.prev_hash, TABLE.c.hash, TABLE.c.occurred_at)
+            .order_by(TABLE.c.id.desc())
+            .limit(1)
+        ).one()
+        conn.execute(
+            update(AuditHead.__table__).values(
+                entry_id=newest.id,
+                prev_hash=newest.prev_hash,
+                hash=newest.hash,
+                occurred_at=newest.occurred_at,
+            )
+        )
+
+
+def test_verify_notices_entries_cut_from_the_end(
+    study: Study, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _disable_protection(study.engine)
+    last = _last_id(study.engine)
+    with study.engine.begin() as conn:
+        conn.execute(delete(TABLE).where(TABLE.c.id > last - 3))
+    code, report = _verify_cli(capsys)
+    assert code == 1 and report["first_bad_id"] == last - 3
+    assert f"names entry {last}" in report["problem"]
+
+
 @pytest.mark.parametrize("attack", ["cut-the-tail", "rewrite-chain"])
 def test_a_stamp_exposes_what_the_chain_alone_cannot(
     study: Study,
@@ -198,6 +229,7 @@ def test_a_stamp_exposes_what_the_chain_alone_cannot(
             conn.execute(delete(TABLE).where(TABLE.c.id > last - 3))
     else:
         _rewrite_from(study.engine, last // 2)
+    _move_head(study.engine)
     code, report = _verify_cli(capsys)
     assert code == 0 and report["ok"]  # self-consistent: the chain alone cannot tell
     code, _, err = run(capsys, "evidence", "check", str(stamp_file))

@@ -128,7 +128,7 @@ def create_app(
         docs_url=None,  # the interactive docs load scripts from a CDN: not here
         redoc_url=None,
     )
-    engine = engine or make_engine(settings.database_url)
+    engine = engine or make_engine(settings.database_url, pool_size=settings.db_pool_size)
     config = WebConfig(
         settings=settings,
         engine=engine,

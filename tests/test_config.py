@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,36 @@ def test_production_with_strong_keys_generates_nothing(tmp_path: Path) -> None:
     )
     assert cfg.env == "production" and not (tmp_path / "data").exists()
     assert "secret" not in cfg.describe_database()
+
+
+def test_pool_size_defaults_and_is_read(tmp_path: Path) -> None:
+    assert load_settings({"DUCTAL_DATA_DIR": str(tmp_path)}).db_pool_size == 10
+    env = {"DUCTAL_DATA_DIR": str(tmp_path), "DUCTAL_DB_POOL_SIZE": " 24 "}
+    assert load_settings(env).db_pool_size == 24
+
+
+@pytest.mark.parametrize("raw", ["0", "-3", "many", "2.5", "201"])
+def test_bad_pool_size_is_refused(tmp_path: Path, raw: str) -> None:
+    env = {"DUCTAL_DATA_DIR": str(tmp_path), "DUCTAL_DB_POOL_SIZE": raw}
+    with pytest.raises(ConfigError, match=r"DUCTAL_DB_POOL_SIZE: must be a whole number from 1"):
+        load_settings(env)
+
+
+def test_workers_starting_together_share_one_whole_key(tmp_path: Path) -> None:
+    """Several server processes generating the development keys at once all read one key."""
+    script = (
+        "import sys; from ductal.config import load_settings; "
+        "s = load_settings({'DUCTAL_DATA_DIR': sys.argv[1]}); print(s.vault_key, s.secret_key)"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(6)
+    ]
+    outputs = {p.communicate(timeout=60)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert len(outputs) == 1
+    vault_key = outputs.pop().split()[0]
+    assert (tmp_path / "vault.key").read_text().strip() == vault_key
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.key", "vault.key"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, func, select, text
 
 from ductal import audit, forms, records
 from ductal.db import session_scope
-from ductal.models import FormRecord
+from ductal.errors import Conflict
+from ductal.models import AuditEntry, Event, FormRecord
 from tests.test_records import TODAY, _enrolled, _follow_up, _save_follow_up, study  # noqa: F401
 
 ADVERSE_EVENT = {
@@ -131,3 +132,66 @@ def test_postgresql_locks_the_subject_then_the_chain(study: Engine) -> None:  # 
             data=ADVERSE_EVENT, actor="coord", today=TODAY,
         )  # fmt: skip
         assert [r.objsubid for r in session.execute(_ADVISORY)] == [1]
+
+
+def test_saving_a_saved_form_without_its_version_stores_nothing(study: Engine) -> None:  # noqa: F811
+    """The record exists: the one-statement insert (PostgreSQL) stores nothing, no entry, no
+    visit date, and the save is refused as a conflict, as on SQLite."""
+    with session_scope(study) as session:
+        study_id = _enrolled(session).study_id
+        facts = records.subject_facts(session, study_id)
+        assert facts is not None
+        forms.write_form(
+            session, facts, form_key="follow_up", event_key="month_1", data=_follow_up(),
+            actor="coord", today=TODAY,
+        )  # fmt: skip
+    with session_scope(study) as session:
+        before = audit.verify_chain(session)
+    with pytest.raises(Conflict, match="already saved"), session_scope(study) as session:
+        facts = records.subject_facts(session, study_id)
+        assert facts is not None
+        forms.write_form(
+            session, facts, form_key="follow_up", event_key="month_1",
+            data=_follow_up(assessment_date="2017-05-01"), actor="coord", today=TODAY,
+        )  # fmt: skip
+    with session_scope(study) as session:
+        after = audit.verify_chain(session)
+        visit = session.scalars(select(Event).where(Event.event_key == "month_1")).one()
+        assert session.scalar(select(func.count()).select_from(FormRecord)) == 2  # + screening
+    assert after.ok and (after.entries, after.head) == (before.entries, before.head)
+    assert str(visit.occurred_on) != "2017-05-01"
+
+
+def test_a_new_visit_is_made_and_dated_with_the_form(study: Engine) -> None:  # noqa: F811
+    with session_scope(study) as session:
+        study_id = _enrolled(session).study_id
+    saved = []
+    for onset in ("2017-03-10", "2017-04-02"):
+        with session_scope(study) as session:
+            facts = records.subject_facts(session, study_id)
+            assert facts is not None
+            saved.append(
+                forms.write_form(
+                    session,
+                    facts,
+                    form_key="adverse_event",
+                    event_key="unscheduled",
+                    data={**ADVERSE_EVENT, "onset_date": onset},
+                    actor="coord",
+                    today=TODAY,
+                )
+            )
+    first, second = saved
+    assert (first.instance, second.instance) == (1, 2) and first.event_id == second.event_id
+    with session_scope(study) as session:
+        visit = session.get_one(Event, first.event_id)
+        assert (visit.status, str(visit.occurred_on)) == ("done", "2017-04-02")
+        entries = session.scalars(
+            select(AuditEntry).where(AuditEntry.entity_type == "form_record")
+        ).all()
+        created = {e.entity_id: e.after for e in entries if e.action == "create"}
+        assert audit.verify_chain(session).ok
+    assert created[str(second.id)] == {
+        "form": "adverse_event", "event": "unscheduled", "instance": 2,
+        **ADVERSE_EVENT, "onset_date": "2017-04-02",
+    }  # fmt: skip

@@ -205,3 +205,22 @@ AE = {
     "serious": 0,
     "relatedness": "unrelated",
 }
+
+
+def test_the_server_keeps_the_configured_number_of_connections(tmp_path: Any) -> None:
+    """Beyond the pool's size each connection is opened for one request and closed after it
+    (on PostgreSQL a server process started and ended per request): the size is a setting."""
+    from ductal.config import load_settings
+    from ductal.web.app import create_app
+
+    settings = load_settings({"DUCTAL_DATA_DIR": str(tmp_path), "DUCTAL_DB_POOL_SIZE": "7"})
+    engine = create_app(settings).state.ductal.engine
+    try:
+        assert engine.pool.size() == 7
+        held = [engine.connect() for _ in range(14)]  # as many again for a burst
+        assert engine.pool.checkedout() == 14
+        for conn in held:
+            conn.close()
+        assert engine.pool.checkedin() == 7  # the burst's extra connections are closed
+    finally:
+        engine.dispose()

@@ -195,7 +195,8 @@ class FormRecord(Base):
     __table_args__ = (UniqueConstraint("subject_id", "event_id", "form_key", "instance"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), index=True)
+    # no index of its own: the unique constraint's index starts with the subject
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"))
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id"), index=True)
     form_key: Mapped[str] = mapped_column(String(64))
     instance: Mapped[int] = mapped_column(Integer, default=1)

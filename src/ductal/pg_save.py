@@ -18,7 +18,6 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ductal import audit
@@ -126,7 +125,7 @@ def insert_form(
         "day": day,
     }
     sql = _statement(_NEXT_INSTANCE if instance is None else _GIVEN_INSTANCE, append)
-    row = session.connection().execute(text(sql), params).first()
+    row = session.connection().execute(audit.sql_text(sql), params).first()
     if row is None:
         return None
     audit.note_chain_locked(session)

@@ -61,10 +61,15 @@ def test_production_with_strong_keys_generates_nothing(tmp_path: Path) -> None:
     assert "secret" not in cfg.describe_database()
 
 
-def test_pool_size_defaults_and_is_read(tmp_path: Path) -> None:
-    assert load_settings({"DUCTAL_DATA_DIR": str(tmp_path)}).db_pool_size == 10
+def test_pool_size_and_concurrency_default_and_are_read(tmp_path: Path) -> None:
+    defaults = load_settings({"DUCTAL_DATA_DIR": str(tmp_path)})
+    assert (defaults.db_pool_size, defaults.db_concurrency) == (10, 3)
     env = {"DUCTAL_DATA_DIR": str(tmp_path), "DUCTAL_DB_POOL_SIZE": " 24 "}
     assert load_settings(env).db_pool_size == 24
+    env = {"DUCTAL_DATA_DIR": str(tmp_path), "DUCTAL_DB_POOL_SIZE": "2"}
+    assert load_settings(env).db_concurrency == 2  # never more than there are connections
+    env = {"DUCTAL_DATA_DIR": str(tmp_path), "DUCTAL_DB_CONCURRENCY": "8"}
+    assert load_settings(env).db_concurrency == 8
 
 
 @pytest.mark.parametrize("raw", ["0", "-3", "many", "2.5", "201"])
@@ -72,6 +77,22 @@ def test_bad_pool_size_is_refused(tmp_path: Path, raw: str) -> None:
     env = {"DUCTAL_DATA_DIR": str(tmp_path), "DUCTAL_DB_POOL_SIZE": raw}
     with pytest.raises(ConfigError, match=r"DUCTAL_DB_POOL_SIZE: must be a whole number from 1"):
         load_settings(env)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DUCTAL_DB_CONCURRENCY": "0"}, "from 1 to 10 .at most DUCTAL_DB_POOL_SIZE., not '0'"),
+        ({"DUCTAL_DB_CONCURRENCY": "11"}, "from 1 to 10 .at most DUCTAL_DB_POOL_SIZE."),
+        ({"DUCTAL_DB_POOL_SIZE": "4", "DUCTAL_DB_CONCURRENCY": "5"}, "from 1 to 4 "),
+        ({"DUCTAL_DB_CONCURRENCY": "three"}, ".*, not 'three'"),
+    ],
+)
+def test_bad_concurrency_is_refused(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    with pytest.raises(
+        ConfigError, match=f"DUCTAL_DB_CONCURRENCY: must be a whole number {message}"
+    ):
+        load_settings({"DUCTAL_DATA_DIR": str(tmp_path), **env})
 
 
 def test_workers_starting_together_share_one_whole_key(tmp_path: Path) -> None:

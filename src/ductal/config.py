@@ -8,6 +8,7 @@
 | ``DUCTAL_SECRET_KEY`` | signs sessions and CSRF tokens (32+ characters) | generated (dev) |
 | ``DUCTAL_VAULT_KEY`` | Fernet key that encrypts direct identifiers | generated (dev) |
 | ``DUCTAL_DB_POOL_SIZE`` | database connections each web worker keeps open | ``10`` |
+| ``DUCTAL_DB_CONCURRENCY`` | short transactions (form saves) a web worker runs at once | ``3`` |
 
 In development a missing key is generated once and kept in the data directory (mode 0600), so a
 laptop install just works. In production a missing, short or well-known key is refused at start.
@@ -31,6 +32,7 @@ Environment = Literal["development", "production"]
 _MIN_SECRET_LENGTH = 32
 _WEAK_SECRETS = {"changeme", "secret", "development", "password", "ductal"}
 DEFAULT_POOL_SIZE = 10
+DEFAULT_DB_CONCURRENCY = 3
 _MAX_POOL_SIZE = 200
 
 
@@ -44,6 +46,7 @@ class Settings:
     secret_key: str
     vault_key: str
     db_pool_size: int = DEFAULT_POOL_SIZE
+    db_concurrency: int = DEFAULT_DB_CONCURRENCY
 
     @property
     def is_sqlite(self) -> bool:
@@ -86,16 +89,14 @@ def _key_file(data_dir: Path, name: str, make: str) -> str:
     return path.read_text().strip()
 
 
-def _pool_size(raw: str) -> int:
+def _count(name: str, raw: str, most: int, why: str = "") -> int:
     try:
-        size = int(raw)
+        value = int(raw)
     except ValueError:
-        size = 0
-    if not 1 <= size <= _MAX_POOL_SIZE:
-        raise ConfigError(
-            f"DUCTAL_DB_POOL_SIZE: must be a whole number from 1 to {_MAX_POOL_SIZE}, not {raw!r}"
-        )
-    return size
+        value = 0
+    if not 1 <= value <= most:
+        raise ConfigError(f"{name}: must be a whole number from 1 to {most}{why}, not {raw!r}")
+    return value
 
 
 def _check_vault_key(key: str) -> None:
@@ -119,7 +120,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         database_url = f"sqlite:///{data_dir / 'ductal.sqlite'}"
     secret = env_vars.get("DUCTAL_SECRET_KEY", "").strip()
     vault = env_vars.get("DUCTAL_VAULT_KEY", "").strip()
-    pool_size = _pool_size(env_vars.get("DUCTAL_DB_POOL_SIZE", str(DEFAULT_POOL_SIZE)).strip())
+    pool_size = _count(
+        "DUCTAL_DB_POOL_SIZE",
+        env_vars.get("DUCTAL_DB_POOL_SIZE", str(DEFAULT_POOL_SIZE)).strip(),
+        _MAX_POOL_SIZE,
+    )
+    # more transactions at once than connections would only wait for one
+    concurrency = _count(
+        "DUCTAL_DB_CONCURRENCY",
+        env_vars.get("DUCTAL_DB_CONCURRENCY", str(min(DEFAULT_DB_CONCURRENCY, pool_size))).strip(),
+        pool_size,
+        " (at most DUCTAL_DB_POOL_SIZE)",
+    )
 
     if env == "production":
         if not secret:
@@ -143,4 +155,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         secret_key=secret,
         vault_key=vault,
         db_pool_size=pool_size,
+        db_concurrency=concurrency,
     )

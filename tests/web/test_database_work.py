@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -224,3 +225,44 @@ def test_the_server_keeps_the_configured_number_of_connections(tmp_path: Any) ->
         assert engine.pool.checkedin() == 7  # the burst's extra connections are closed
     finally:
         engine.dispose()
+
+
+def test_at_most_the_configured_number_of_transactions_run_on_threads(world: World) -> None:
+    """Threads beyond a few only fight over Python's interpreter lock: the rest wait their turn
+    on the event loop, and every one of them still runs."""
+    config = world.app.state.ductal
+    config.database_concurrency = 2
+    lock = threading.Lock()
+    running = 0
+    most = 0
+
+    def work(_engine: Engine) -> str:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)  # a transaction waiting on the database
+        with lock:
+            running -= 1
+        return threading.current_thread().name
+
+    async def many() -> list[str]:
+        held = config.sqlite_lock.acquire() if world.engine.dialect.name == "sqlite" else False
+        try:  # SQLite: another request holds the database, so all go to threads
+            tasks = [asyncio.create_task(run_database_work(config, work)) for _ in range(7)]
+            await asyncio.sleep(0.01)
+            if held:
+                config.sqlite_lock.release()
+                held = False
+            return await asyncio.gather(*tasks)
+        finally:
+            if held:
+                config.sqlite_lock.release()
+
+    # on SQLite the in-process lock lets one run at a time anyway
+    limit = 1 if world.engine.dialect.name == "sqlite" else 2
+    names = asyncio.run(many())
+    assert len(names) == 7 and threading.current_thread().name not in names
+    assert most == limit
+    names = asyncio.run(many())  # a second event loop gets its own turns
+    assert len(names) == 7 and most == limit

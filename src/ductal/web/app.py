@@ -144,6 +144,7 @@ def create_app(
         max_body_bytes=options.max_body_bytes,
         sqlite_lock=threading.Lock() if engine.dialect.name == "sqlite" else nullcontext(),
         inline_engine=_inline_engine(engine),
+        database_concurrency=settings.db_concurrency,
     )
     app.state.ductal = config
 

@@ -7,6 +7,7 @@ fails that test.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -61,6 +62,21 @@ class WebConfig:
     page_size: int = 100
     sqlite_lock: AbstractContextManager[Any] = field(default_factory=nullcontext)
     inline_engine: Engine | None = None  # SQLite file: never waits for the lock (see below)
+    database_concurrency: int = 3  # transactions run_database_work hands to threads at once
+    _slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = field(
+        default=None, repr=False
+    )
+
+    def database_slots(self) -> asyncio.Semaphore:
+        """Return the semaphore admitting :attr:`database_concurrency` transactions at once.
+
+        One per event loop (a semaphore belongs to the loop it first waits on; tests run an
+        app on several loops one after another).
+        """
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, asyncio.Semaphore(self.database_concurrency))
+        return self._slots[1]
 
 
 T = TypeVar("T")
@@ -81,6 +97,13 @@ async def run_database_work(config: WebConfig, work: Callable[[Engine], T]) -> T
     busy first attempt was rolled back whole, so running it again there is safe. Running the
     PostgreSQL work on the event loop through psycopg's asyncio driver was measured as well:
     the form save was no faster and a one-statement route a third slower.
+
+    At most :attr:`WebConfig.database_concurrency` such transactions run on threads at once;
+    the others wait here, on the event loop. Python runs one thread of a process at a time, so
+    a few threads suffice to overlap one's computing with others' waiting on the database;
+    with more, every statement's return means a fight over the interpreter lock (measured on
+    PostgreSQL, 16 clients, 2 workers: 3 at once saved a fifth more forms per second than 8,
+    with a shorter latency tail).
     """
     inline = config.inline_engine
     lock = config.sqlite_lock
@@ -97,7 +120,8 @@ async def run_database_work(config: WebConfig, work: Callable[[Engine], T]) -> T
         with lock:
             return work(config.engine)
 
-    return await run_in_threadpool(threaded)
+    async with config.database_slots():
+        return await run_in_threadpool(threaded)
 
 
 _LOCK_TYPE = type(threading.Lock())

@@ -8,8 +8,9 @@ same snapshot the dump was taken from, so a restore can be compared against them
 
 :func:`evidence_stamp` gives the chain head, entry count and time to print in reports and export
 manifests; :func:`check_stamp` later proves that the trail still contains that head at that
-position (which :func:`ductal.audit.verify_chain` alone cannot: it cannot see entries cut off
-the end of the trail, nor a trail rewritten from the start).
+position (which :func:`ductal.audit.verify_chain` alone cannot: it sees entries cut off the
+end of the trail only while the head row still names the old end, and never a trail rewritten
+with every later hash recomputed).
 """
 
 from __future__ import annotations

@@ -134,7 +134,7 @@ def lock_chain(session: Session) -> None:
     note_chain_locked(session)
 
 
-_NO_HEAD = "the audit trail has no head row; bring the schema up to date with 'ductal migrate'"
+_NO_HEAD = "the audit trail has no head row; bring the schema up to date with 'ductal init'"
 
 
 def note_chain_locked(session: Session) -> None:

@@ -226,39 +226,18 @@ def write_form(
         and spec.kind != "treatment"  # (a first treatment session schedules the follow-up)
         and session.get_bind().dialect.name == "postgresql"
     ):
+        new_instance = None if form.repeating and instance is None else (instance or 1)
         stored = pg_save.insert_form(
-            session,
-            subject_id=facts.id,
-            study_id=facts.study_id,
-            site_id=facts.site_id,
-            event_key=spec.key,
-            event_instance=event_instance,
-            form_key=form_key,
-            instance=None if form.repeating and instance is None else (instance or 1),
-            data=clean,
-            status=status,
-            day=occurred,
-            actor=actor,
+            session, subject_id=facts.id, study_id=facts.study_id, site_id=facts.site_id,
+            event_key=spec.key, event_instance=event_instance, form_key=form_key,
+            instance=new_instance, data=clean, status=status, day=occurred, actor=actor,
             reason=reason,
-        )
-        if stored is not None:
-            record_id, event_id, instance, now = stored
+        )  # fmt: skip
+        if stored is not None:  # else the record exists: the general path says what to do
+            record_id, event_id, stored_instance, now = stored
             _expire(session, Event, event_id)
-            return SavedForm(
-                id=record_id,
-                subject_id=facts.id,
-                event_id=event_id,
-                event_key=spec.key,
-                event_instance=event_instance,
-                form_key=form_key,
-                instance=instance,
-                data=clean,
-                status=status,
-                version=1,
-                created_at=now,
-                updated_at=now,
-                created=True,
-            )
+            where = (event_id, spec.key, event_instance)
+            return _created(facts, where, form_key, stored_instance, clean, status, record_id, now)
     event_id, occurred_before, row, instance = _event_and_record(
         session, facts, spec, event_instance, form_key, instance, repeating=form.repeating
     )
@@ -532,12 +511,11 @@ def _insert(
     actor: str,
     reason: str | None,
 ) -> SavedForm:
-    event_id, event_key, event_instance = where
     record_id, now = insert_record(
         session,
         subject=facts,
-        event_id=event_id,
-        event_key=event_key,
+        event_id=where[0],
+        event_key=where[1],
         form_key=form.key,
         instance=instance,
         data=clean,
@@ -545,13 +523,27 @@ def _insert(
         actor=actor,
         reason=reason,
     )
+    return _created(facts, where, form.key, instance, clean, status, record_id, now)
+
+
+def _created(
+    facts: SubjectFacts,
+    where: tuple[int, str, int],
+    form_key: str,
+    instance: int,
+    clean: dict[str, Any],
+    status: str,
+    record_id: int,
+    now: dt.datetime,
+) -> SavedForm:
+    event_id, event_key, event_instance = where
     return SavedForm(
         id=record_id,
         subject_id=facts.id,
         event_id=event_id,
         event_key=event_key,
         event_instance=event_instance,
-        form_key=form.key,
+        form_key=form_key,
         instance=instance,
         data=clean,
         status=status,

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from ductal import audit
 from ductal.models import utcnow
+from ductal.records import created_entry
 
 _NEXT_INSTANCE = (
     "(SELECT COALESCE(MAX(r.instance), 0) + 1 FROM form_records AS r"
@@ -100,12 +101,9 @@ def insert_form(
         action="create",
         entity_type="form_record",
         entity_id=audit.Slot("entity"),
-        after={
-            "form": form_key,
-            "event": event_key,
-            "instance": audit.Slot("instance") if instance is None else instance,
-            **data,
-        },
+        after=created_entry(
+            form_key, event_key, audit.Slot("instance") if instance is None else instance, data
+        ),
         reason=reason,
         subject_study_id=study_id,
         site_id=site_id,

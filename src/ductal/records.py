@@ -677,6 +677,13 @@ _RECORDS_TABLE = cast(Table, FormRecord.__table__)
 _INSERT_RECORD = _RECORDS_TABLE.insert().returning(_RECORDS_TABLE.c.id)
 
 
+def created_entry(
+    form_key: str, event_key: str, instance: Any, data: dict[str, Any]
+) -> dict[str, Any]:
+    """Return what the audit entry of a new form record says it holds."""
+    return {"form": form_key, "event": event_key, "instance": instance, **data}
+
+
 def insert_record(
     session: Session,
     *,
@@ -714,7 +721,7 @@ def insert_record(
         action="create",
         entity_type="form_record",
         entity_id=record_id,
-        after={"form": form_key, "event": event_key, "instance": instance, **data},
+        after=created_entry(form_key, event_key, instance, data),
         reason=reason,
         subject_study_id=subject.study_id,
         site_id=subject.site_id,

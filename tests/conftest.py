@@ -11,6 +11,7 @@ import itertools
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,22 @@ def _postgres_template(request: pytest.FixtureRequest) -> Iterator[str]:
     admin.dispose()
 
 
+@contextmanager
+def _postgres_database(request: pytest.FixtureRequest, template: str | None) -> Iterator[str]:
+    """Create a PostgreSQL database (a copy of ``template``, or empty), yield its URL, drop it."""
+    name = f"ductal_t_{_worker(request)}_{os.getpid()}_{next(_counter)}"
+    copy = f' TEMPLATE "{template}"' if template else ""
+    admin = _admin_engine()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Yield the URL of a fresh, migrated, empty database of each configured kind."""
@@ -70,17 +87,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         shutil.copyfile(template, path)
         yield f"sqlite:///{path}"
         return
-    template_name: str = request.getfixturevalue("_postgres_template")
-    name = f"ductal_t_{_worker(request)}_{os.getpid()}_{next(_counter)}"
-    admin = _admin_engine()
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"'))
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with _postgres_database(request, request.getfixturevalue("_postgres_template")) as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def blank_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Yield the URL of a new database of each configured kind with no schema at all."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'blank.sqlite'}"
+        return
+    with _postgres_database(request, None) as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, insert, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.exc import DatabaseError
 
 from ductal import audit
 from ductal.db import make_engine, migrate, session_scope
 from ductal.models import AuditEntry, AuditHead
-from tests.conftest import POSTGRES_URL
 
 
 def _append(engine: Engine, n: int) -> None:
@@ -211,29 +206,9 @@ def test_head_row_follows_the_newest_entry(engine: Engine) -> None:
         assert head.occurred_at == newest.occurred_at
 
 
-@pytest.fixture
-def blank_url(tmp_path: Path) -> Iterator[str]:
-    """A new, empty database (SQLite, or PostgreSQL when configured), not migrated."""
-    if not POSTGRES_URL:
-        yield f"sqlite:///{tmp_path / 'blank.sqlite'}"
-        return
-    name = f"ductal_blank_{os.getpid()}"
-    admin = create_engine(
-        make_url(POSTGRES_URL).set(database="postgres"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def test_upgrade_starts_the_head_at_the_newest_entry(blank_url: str) -> None:
+def test_upgrade_starts_the_head_at_the_newest_entry(blank_database_url: str) -> None:
     """A trail written before the head row existed (schema 0002) goes on from its last entry."""
-    engine = make_engine(blank_url)
+    engine = make_engine(blank_database_url)
     try:
         migrate(engine, "0002")
         prev = audit.GENESIS_HASH

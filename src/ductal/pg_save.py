@@ -61,8 +61,8 @@ def _statement(instance_sql: str, append: audit.PgAppend) -> str:
   RETURNING id, event_id, instance
 ), dated AS (
   UPDATE events SET occurred_on = given.day, status = 'done'
-  FROM rec, given
-  WHERE events.id = rec.event_id AND given.day IS NOT NULL
+  FROM given
+  WHERE events.id = (SELECT event_id FROM rec) AND given.day IS NOT NULL
     AND events.occurred_on IS DISTINCT FROM given.day
 ), {append.ctes}
 SELECT rec.id, rec.event_id, rec.instance FROM rec, audit_added"""  # nosec B608

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,19 +98,25 @@ def test_bad_concurrency_is_refused(tmp_path: Path, env: dict[str, str], message
 
 def test_workers_starting_together_share_one_whole_key(tmp_path: Path) -> None:
     """Several server processes generating the development keys at once all read one key."""
+    data = tmp_path / "data"
+    go = tmp_path / "go"
+    # each process imports everything first, then waits for the others: all start at once
     script = (
-        "import sys; from ductal.config import load_settings; "
+        "import os, sys, time; from ductal.config import load_settings\n"
+        "while not os.path.exists(sys.argv[2]): time.sleep(0.0005)\n"
         "s = load_settings({'DUCTAL_DATA_DIR': sys.argv[1]}); print(s.vault_key, s.secret_key)"
     )
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", script, str(data), str(go)], stdout=subprocess.PIPE, text=True
         )
-        for _ in range(6)
+        for _ in range(12)
     ]
+    time.sleep(2)  # long enough for every process to be waiting
+    go.touch()
     outputs = {p.communicate(timeout=60)[0].strip() for p in procs}
     assert all(p.returncode == 0 for p in procs)
     assert len(outputs) == 1
     vault_key = outputs.pop().split()[0]
-    assert (tmp_path / "vault.key").read_text().strip() == vault_key
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.key", "vault.key"]
+    assert (data / "vault.key").read_text().strip() == vault_key
+    assert sorted(p.name for p in data.iterdir()) == ["secret.key", "vault.key"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select, text
+from sqlalchemy.orm import Session
 
 from ductal import audit, forms, records
 from ductal.db import session_scope
@@ -20,6 +22,22 @@ ADVERSE_EVENT = {
     "serious": 0,
     "relatedness": "possible",
 }
+
+
+def _write(
+    session: Session,
+    study_id: str,
+    form_key: str = "adverse_event",
+    event_key: str = "unscheduled",
+    data: dict[str, Any] = ADVERSE_EVENT,
+) -> forms.SavedForm:
+    """Save a form the way the web API does: the subject's facts, then :func:`write_form`."""
+    facts = records.subject_facts(session, study_id)
+    assert facts is not None
+    return forms.write_form(
+        session, facts, form_key=form_key, event_key=event_key, data=data, actor="coord",
+        today=TODAY,
+    )  # fmt: skip
 
 
 def test_write_form_makes_no_orm_objects(study: Engine) -> None:  # noqa: F811
@@ -76,12 +94,7 @@ def test_concurrent_saves_for_one_subject_get_distinct_instances(study: Engine) 
             start.wait()
             for _ in range(5):
                 with session_scope(study) as session:
-                    facts = records.subject_facts(session, study_id)
-                    assert facts is not None
-                    forms.write_form(
-                        session, facts, form_key="adverse_event", event_key="unscheduled",
-                        data=ADVERSE_EVENT, actor="coord", today=TODAY,
-                    )  # fmt: skip
+                    _write(session, study_id)
         except BaseException as exc:  # reported below, with the others
             failures.append(exc)
 
@@ -113,24 +126,15 @@ def test_postgresql_locks_the_subject_then_the_chain(study: Engine) -> None:  # 
     with session_scope(study) as session:
         study_id = _enrolled(session).study_id
     with session_scope(study) as session:
-        facts = records.subject_facts(session, study_id)
-        assert facts is not None
-        forms.write_form(
-            session, facts, form_key="adverse_event", event_key="unscheduled",
-            data=ADVERSE_EVENT, actor="coord", today=TODAY,
-        )  # fmt: skip
+        saved = _write(session, study_id)
         held = session.execute(_ADVISORY).all()
-        subject_lock = (forms._PG_SUBJECT_LOCKS, facts.id, 2)  # two-key locks show objsubid 2
+        # two-key locks show objsubid 2
+        subject_lock = (forms._PG_SUBJECT_LOCKS, saved.subject_id, 2)
         assert subject_lock in [tuple(r) for r in held]
         assert any(r.objsubid == 1 for r in held)  # the chain's (one bigint key)
     with session_scope(study) as session:
         audit.record(session, actor="t", action="note", entity_type="test", entity_id=1)
-        facts = records.subject_facts(session, study_id)
-        assert facts is not None
-        forms.write_form(
-            session, facts, form_key="adverse_event", event_key="unscheduled",
-            data=ADVERSE_EVENT, actor="coord", today=TODAY,
-        )  # fmt: skip
+        _write(session, study_id)
         assert [r.objsubid for r in session.execute(_ADVISORY)] == [1]
 
 
@@ -139,21 +143,11 @@ def test_saving_a_saved_form_without_its_version_stores_nothing(study: Engine) -
     visit date, and the save is refused as a conflict, as on SQLite."""
     with session_scope(study) as session:
         study_id = _enrolled(session).study_id
-        facts = records.subject_facts(session, study_id)
-        assert facts is not None
-        forms.write_form(
-            session, facts, form_key="follow_up", event_key="month_1", data=_follow_up(),
-            actor="coord", today=TODAY,
-        )  # fmt: skip
+        _write(session, study_id, "follow_up", "month_1", _follow_up())
     with session_scope(study) as session:
         before = audit.verify_chain(session)
     with pytest.raises(Conflict, match="already saved"), session_scope(study) as session:
-        facts = records.subject_facts(session, study_id)
-        assert facts is not None
-        forms.write_form(
-            session, facts, form_key="follow_up", event_key="month_1",
-            data=_follow_up(assessment_date="2017-05-01"), actor="coord", today=TODAY,
-        )  # fmt: skip
+        _write(session, study_id, "follow_up", "month_1", _follow_up(assessment_date="2017-05-01"))
     with session_scope(study) as session:
         after = audit.verify_chain(session)
         visit = session.scalars(select(Event).where(Event.event_key == "month_1")).one()
@@ -168,19 +162,7 @@ def test_a_new_visit_is_made_and_dated_with_the_form(study: Engine) -> None:  # 
     saved = []
     for onset in ("2017-03-10", "2017-04-02"):
         with session_scope(study) as session:
-            facts = records.subject_facts(session, study_id)
-            assert facts is not None
-            saved.append(
-                forms.write_form(
-                    session,
-                    facts,
-                    form_key="adverse_event",
-                    event_key="unscheduled",
-                    data={**ADVERSE_EVENT, "onset_date": onset},
-                    actor="coord",
-                    today=TODAY,
-                )
-            )
+            saved.append(_write(session, study_id, data={**ADVERSE_EVENT, "onset_date": onset}))
     first, second = saved
     assert (first.instance, second.instance) == (1, 2) and first.event_id == second.event_id
     with session_scope(study) as session:

@@ -25,7 +25,7 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from sqlalchemy import Table, TextClause, func, inspect, select, text
 from sqlalchemy.orm import Session
@@ -57,22 +57,6 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-class Chained(Protocol):
-    """What an audit entry's digest covers: a stored :class:`AuditEntry` or a :class:`NewEntry`."""
-
-    prev_hash: str
-    occurred_at: dt.datetime
-    actor: str
-    action: str
-    entity_type: str
-    entity_id: str
-    subject_study_id: str | None
-    site_id: int | None
-    before: Any
-    after: Any
-    reason: str | None
-
-
 @dataclass(slots=True)
 class NewEntry:
     """An entry :func:`record` has just appended (not an ORM object: nothing tracks it)."""
@@ -92,7 +76,7 @@ class NewEntry:
     id: int = 0
 
 
-def _payload(entry: Chained) -> dict[str, Any]:
+def _payload(entry: AuditEntry | NewEntry) -> dict[str, Any]:
     return {
         "prev": entry.prev_hash,
         "at": entry.occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
@@ -111,7 +95,7 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def entry_digest(entry: Chained) -> str:
+def entry_digest(entry: AuditEntry | NewEntry) -> str:
     """Return the SHA-256 that chains ``entry`` to the hash stored in its ``prev_hash``."""
     return hashlib.sha256(_canonical(_payload(entry)).encode()).hexdigest()
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, TypedDict, Unpack, cast
 
 from sqlalchemy import ColumnElement, Integer, Table, bindparam, func, literal, select, text
 from sqlalchemy.orm import QueryableAttribute, Session, make_transient_to_detached
@@ -221,45 +221,123 @@ def write_form(
     session.flush()  # the Core reads below must see what the caller has pending
     _lock_subject(session, facts.id)
     occurred = _occurred_on(form, clean)
-    if (
-        expected_version is None  # a new record, unless one is there already
-        and spec.kind != "treatment"  # (a first treatment session schedules the follow-up)
-        and session.get_bind().dialect.name == "postgresql"
-    ):
-        new_instance = None if form.repeating and instance is None else (instance or 1)
-        stored = pg_save.insert_form(
-            session, subject_id=facts.id, study_id=facts.study_id, site_id=facts.site_id,
-            event_key=spec.key, event_instance=event_instance, form_key=form_key,
-            instance=new_instance, data=clean, status=status, day=occurred, actor=actor,
-            reason=reason,
-        )  # fmt: skip
-        if stored is not None:  # else the record exists: the general path says what to do
-            record_id, event_id, stored_instance, now = stored
-            _expire(session, Event, event_id)
-            where = (event_id, spec.key, event_instance)
-            return _created(facts, where, form_key, stored_instance, clean, status, record_id, now)
-    event_id, occurred_before, row, instance = _event_and_record(
-        session, facts, spec, event_instance, form_key, instance, repeating=form.repeating
-    )
     was_first_treatment = spec.kind == "treatment" and first_session_date(session, facts) is None
-    where = (event_id, spec.key, event_instance)
-    if row is None:
-        saved = _insert(session, facts, where, form, instance, clean, status, actor, reason)
-    else:
-        saved = _update(
-            session, facts, where, form, instance, row, clean, status, actor, reason,
-            expected_version,
-        )  # fmt: skip
-    if occurred is not None and occurred_before != occurred:
-        session.connection().execute(
-            _EVENT_DONE, {"event_id": event_id, "day": occurred, "done": "done"}
-        )
-        _expire(session, Event, event_id)
+    write = _Write(facts, spec, event_instance, form, clean, status, occurred, actor, reason)
+    saved = None
+    if expected_version is None and session.get_bind().dialect.name == "postgresql":
+        # a new record, unless one is there already (then the general path says what to do)
+        saved = _insert_in_one_statement(session, write, instance)
+    if saved is None:
+        saved = _save(session, write, instance, expected_version)
     if was_first_treatment and occurred is not None:
         schedule_events(
             session, subject=facts, anchor="first_session", anchor_date=occurred, actor=actor
         )
     return saved
+
+
+@dataclass(frozen=True)
+class _Write:
+    """One validated save, as the paths below store it."""
+
+    facts: SubjectFacts
+    spec: ScheduledEvent
+    event_instance: int
+    form: FormDef
+    clean: dict[str, Any]
+    status: str
+    occurred: dt.date | None  # the visit's date, from the form
+    actor: str
+    reason: str | None
+
+    def created(self, event_id: int, instance: int, record_id: int, now: dt.datetime) -> SavedForm:
+        """Return the record this save has just inserted."""
+        return self.saved(
+            event_id, instance, record_id, self.clean, self.status, 1, now, now, created=True
+        )
+
+    def saved(
+        self,
+        event_id: int,
+        instance: int,
+        record_id: int,
+        data: dict[str, Any],
+        status: str,
+        version: int,
+        created_at: dt.datetime,
+        updated_at: dt.datetime,
+        *,
+        created: bool,
+    ) -> SavedForm:
+        return SavedForm(
+            id=record_id,
+            subject_id=self.facts.id,
+            event_id=event_id,
+            event_key=self.spec.key,
+            event_instance=self.event_instance,
+            form_key=self.form.key,
+            instance=instance,
+            data=data,
+            status=status,
+            version=version,
+            created_at=created_at,
+            updated_at=updated_at,
+            created=created,
+        )
+
+
+def _insert_in_one_statement(
+    session: Session, write: _Write, instance: int | None
+) -> SavedForm | None:
+    """PostgreSQL: store a new record with :func:`ductal.pg_save.insert_form`; None if it exists."""
+    facts, form = write.facts, write.form
+    stored = pg_save.insert_form(
+        session, subject_id=facts.id, study_id=facts.study_id, site_id=facts.site_id,
+        event_key=write.spec.key, event_instance=write.event_instance, form_key=form.key,
+        instance=None if form.repeating and instance is None else (instance or 1),
+        data=write.clean, status=write.status, day=write.occurred, actor=write.actor,
+        reason=write.reason,
+    )  # fmt: skip
+    if stored is None:
+        return None
+    record_id, event_id, stored_instance, now = stored
+    _expire(session, Event, event_id)
+    return write.created(event_id, stored_instance, record_id, now)
+
+
+def _save(
+    session: Session, write: _Write, instance: int | None, expected_version: int | None
+) -> SavedForm:
+    """Store the record statement by statement: read it (or the top instance), then insert it or
+    change it, and date the visit."""
+    event_id, occurred_before, row, new_instance = _event_and_record(
+        session, write.facts, write.spec, write.event_instance, write.form.key, instance,
+        repeating=write.form.repeating,
+    )  # fmt: skip
+    if row is None:
+        saved = _insert(session, write, event_id, new_instance)
+    else:
+        saved = _update(session, write, event_id, new_instance, row, expected_version)
+    occurred = write.occurred
+    if occurred is not None and occurred_before != occurred:
+        session.connection().execute(
+            _EVENT_DONE, {"event_id": event_id, "day": occurred, "done": "done"}
+        )
+        _expire(session, Event, event_id)
+    return saved
+
+
+class SaveOptions(TypedDict, total=False):
+    """The optional keywords of :func:`write_form`, which :func:`save_form` passes on."""
+
+    event_key: str | None
+    event_instance: int
+    instance: int | None
+    expected_version: int | None
+    reason: str | None
+    allow_incomplete: bool
+    vault: Vault | None
+    today: dt.date | None
 
 
 def save_form(
@@ -269,30 +347,11 @@ def save_form(
     form_key: str,
     data: Mapping[str, Any],
     actor: str,
-    event_key: str | None = None,
-    event_instance: int = 1,
-    instance: int | None = None,
-    expected_version: int | None = None,
-    reason: str | None = None,
-    allow_incomplete: bool = False,
-    vault: Vault | None = None,
-    today: dt.date | None = None,
+    **options: Unpack[SaveOptions],
 ) -> FormRecord:
     """Validate and save one form for a subject; return the stored record (:func:`write_form`)."""
     saved = write_form(
-        session,
-        SubjectFacts.of(subject),
-        form_key=form_key,
-        data=data,
-        actor=actor,
-        event_key=event_key,
-        event_instance=event_instance,
-        instance=instance,
-        expected_version=expected_version,
-        reason=reason,
-        allow_incomplete=allow_incomplete,
-        vault=vault,
-        today=today,
+        session, SubjectFacts.of(subject), form_key=form_key, data=data, actor=actor, **options
     )
     if not saved.created:
         _expire(session, FormRecord, saved.id)
@@ -500,89 +559,38 @@ def _new_event(session: Session, params: Mapping[str, Any]) -> int:
     return int(session.connection().execute(_INSERT_EVENT, values).scalar_one())
 
 
-def _insert(
-    session: Session,
-    facts: SubjectFacts,
-    where: tuple[int, str, int],
-    form: FormDef,
-    instance: int,
-    clean: dict[str, Any],
-    status: str,
-    actor: str,
-    reason: str | None,
-) -> SavedForm:
+def _insert(session: Session, write: _Write, event_id: int, instance: int) -> SavedForm:
+    facts = write.facts
     record_id, now = insert_record(
         session,
         subject=facts,
-        event_id=where[0],
-        event_key=where[1],
-        form_key=form.key,
-        instance=instance,
-        data=clean,
-        status=status,
-        actor=actor,
-        reason=reason,
-    )
-    return _created(facts, where, form.key, instance, clean, status, record_id, now)
-
-
-def _created(
-    facts: SubjectFacts,
-    where: tuple[int, str, int],
-    form_key: str,
-    instance: int,
-    clean: dict[str, Any],
-    status: str,
-    record_id: int,
-    now: dt.datetime,
-) -> SavedForm:
-    event_id, event_key, event_instance = where
-    return SavedForm(
-        id=record_id,
-        subject_id=facts.id,
         event_id=event_id,
-        event_key=event_key,
-        event_instance=event_instance,
-        form_key=form_key,
+        event_key=write.spec.key,
+        form_key=write.form.key,
         instance=instance,
-        data=clean,
-        status=status,
-        version=1,
-        created_at=now,
-        updated_at=now,
-        created=True,
+        data=write.clean,
+        status=write.status,
+        actor=write.actor,
+        reason=write.reason,
     )
+    return write.created(event_id, instance, record_id, now)
 
 
 def _update(
     session: Session,
-    facts: SubjectFacts,
-    where: tuple[int, str, int],
-    form: FormDef,
+    write: _Write,
+    event_id: int,
     instance: int,
     row: _Stored,
-    clean: dict[str, Any],
-    status: str,
-    actor: str,
-    reason: str | None,
     expected_version: int | None,
 ) -> SavedForm:
-    event_id, event_key, event_instance = where
-    stored = SavedForm(
-        id=row.id,
-        subject_id=facts.id,
-        event_id=event_id,
-        event_key=event_key,
-        event_instance=event_instance,
-        form_key=form.key,
-        instance=instance,
-        data=dict(row.data),
-        status=row.status,
-        version=row.version,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        created=False,
-    )
+    facts, form, clean, status, reason = (
+        write.facts, write.form, write.clean, write.status, write.reason
+    )  # fmt: skip
+    stored = write.saved(
+        event_id, instance, row.id, dict(row.data), row.status, row.version, row.created_at,
+        row.updated_at, created=False,
+    )  # fmt: skip
     if expected_version is None:
         raise Conflict(
             f"form {form.key} is already saved (version {row.version}); "
@@ -624,7 +632,7 @@ def _update(
     _expire(session, FormRecord, row.id)
     audit.record(
         session,
-        actor=actor,
+        actor=write.actor,
         action="update",
         entity_type="form_record",
         entity_id=row.id,
@@ -641,7 +649,7 @@ def _update(
         _expire(session, Signature, signature.id)
         audit.record(
             session,
-            actor=actor,
+            actor=write.actor,
             action="void_signature",
             entity_type="signature",
             entity_id=signature.id,

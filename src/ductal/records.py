@@ -191,21 +191,23 @@ FACTS_COLUMNS = (
 )
 
 
+def _with_version_and_identity(stmt: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
+    return stmt.outerjoin(
+        ProtocolVersion, ProtocolVersion.id == Subject.protocol_version_id
+    ).outerjoin(Identity, Identity.subject_id == Subject.id)
+
+
 def join_facts(stmt: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
     """Return ``stmt`` with :data:`FACTS_COLUMNS` of subject ``:study_id`` (NULL if none)."""
-    return (
-        stmt.add_columns(*FACTS_COLUMNS)
-        .outerjoin(Subject, Subject.study_id == bindparam("study_id"))
-        .outerjoin(ProtocolVersion, ProtocolVersion.id == Subject.protocol_version_id)
-        .outerjoin(Identity, Identity.subject_id == Subject.id)
+    return _with_version_and_identity(
+        stmt.add_columns(*FACTS_COLUMNS).outerjoin(
+            Subject, Subject.study_id == bindparam("study_id")
+        )
     )
 
 
-_FACTS_BY_STUDY_ID = (
-    select(*FACTS_COLUMNS)
-    .join(ProtocolVersion, ProtocolVersion.id == Subject.protocol_version_id)
-    .outerjoin(Identity, Identity.subject_id == Subject.id)
-    .where(Subject.study_id == bindparam("study_id"))
+_FACTS_BY_STUDY_ID = _with_version_and_identity(
+    select(*FACTS_COLUMNS).select_from(Subject).where(Subject.study_id == bindparam("study_id"))
 )
 
 

@@ -16,7 +16,7 @@ from ductal import audit
 from ductal.db import session_scope
 from ductal.models import AuditEntry
 from ductal.web.deps import run_database_work
-from tests.web.conftest import World, bearer
+from tests.web.conftest import ELIGIBLE, World, bearer
 
 NOTE = text("INSERT INTO audit_entries_probe (note) VALUES ('x')")
 
@@ -106,17 +106,7 @@ def test_api_save_while_sqlite_is_busy_elsewhere_is_stored_once(world: World, cl
     if world.engine.dialect.name != "sqlite":
         pytest.skip("SQLite's file lock")
     headers = bearer(world, "coordinator")
-    screened = client.post(
-        "/api/v1/subjects",
-        json={"protocol": "lavage-observational", "site": "RIV", "screening": _eligible()},
-        headers=headers,
-    )
-    assert screened.status_code == 201, screened.text
-    study_id = screened.json()["study_id"]
-    enrolled = client.post(
-        f"/api/v1/subjects/{study_id}/enrol", json={"enrolled_on": "2024-03-02"}, headers=headers
-    )
-    assert enrolled.status_code == 200, enrolled.text
+    study_id = _enrolled(client, headers)
     with world.engine.connect() as conn:
         before = conn.execute(select(func.count()).select_from(AuditEntry)).scalar_one()
     other = sqlite3.connect(
@@ -126,16 +116,7 @@ def test_api_save_while_sqlite_is_busy_elsewhere_is_stored_once(world: World, cl
     threading.Timer(0.3, other.rollback).start()
     saved = client.post(
         f"/api/v1/subjects/{study_id}/forms/adverse_event",
-        json={
-            "event": "unscheduled",
-            "data": {
-                "term": "pain",
-                "onset_date": "2024-04-01",
-                "ctcae_grade": 1,
-                "serious": 0,
-                "relatedness": "unrelated",
-            },
-        },
+        json={"event": "unscheduled", "data": dict(AE)},
         headers=headers,
     )
     other.close()
@@ -146,10 +127,20 @@ def test_api_save_while_sqlite_is_busy_elsewhere_is_stored_once(world: World, cl
     assert after == before + 1
 
 
-def _eligible() -> dict[str, Any]:
-    from tests.web.conftest import ELIGIBLE
-
-    return dict(ELIGIBLE)
+def _enrolled(client: Any, headers: dict[str, str]) -> str:
+    """Screen an eligible patient and enrol her through the API; return her study id."""
+    screened = client.post(
+        "/api/v1/subjects",
+        json={"protocol": "lavage-observational", "site": "RIV", "screening": dict(ELIGIBLE)},
+        headers=headers,
+    )
+    assert screened.status_code == 201, screened.text
+    study_id: str = screened.json()["study_id"]
+    enrolled = client.post(
+        f"/api/v1/subjects/{study_id}/enrol", json={"enrolled_on": "2024-03-02"}, headers=headers
+    )
+    assert enrolled.status_code == 200, enrolled.text
+    return study_id
 
 
 def test_postgresql_api_save_locks_the_subject_with_its_first_statement(
@@ -160,13 +151,7 @@ def test_postgresql_api_save_locks_the_subject_with_its_first_statement(
     if world.engine.dialect.name != "postgresql":
         pytest.skip("advisory locks are PostgreSQL's")
     headers = bearer(world, "coordinator")
-    screened = client.post(
-        "/api/v1/subjects",
-        json={"protocol": "lavage-observational", "site": "RIV", "screening": _eligible()},
-        headers=headers,
-    )
-    study_id = screened.json()["study_id"]
-    client.post(f"/api/v1/subjects/{study_id}/enrol", json={}, headers=headers)
+    study_id = _enrolled(client, headers)
     first = client.post(  # makes the visit: the next save finds it
         f"/api/v1/subjects/{study_id}/forms/adverse_event",
         json={"event": "unscheduled", "data": dict(AE)},

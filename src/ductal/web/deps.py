@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, joinedload
 from starlette.concurrency import run_in_threadpool
 
 from ductal import records
-from ductal.config import Settings
+from ductal.config import DEFAULT_DB_CONCURRENCY, Settings
 from ductal.db import is_busy, session_scope
 from ductal.errors import DuctalError, NotAuthenticated, NotFound, PermissionDenied
 from ductal.models import DataQuery, FormRecord, ProtocolVersion, Subject
@@ -62,7 +62,7 @@ class WebConfig:
     page_size: int = 100
     sqlite_lock: AbstractContextManager[Any] = field(default_factory=nullcontext)
     inline_engine: Engine | None = None  # SQLite file: never waits for the lock (see below)
-    database_concurrency: int = 3  # transactions run_database_work hands to threads at once
+    database_concurrency: int = DEFAULT_DB_CONCURRENCY  # run_database_work's threads at once
     _slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = field(
         default=None, repr=False
     )

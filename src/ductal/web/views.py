@@ -8,7 +8,6 @@ are shown to admins on the identity page alone).
 from __future__ import annotations
 
 import datetime as dt
-import typing
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -410,25 +409,6 @@ def masked(form: FormDef, data: dict[str, Any]) -> dict[str, Any]:
     return {k: (MASK if k in secret else v) for k, v in data.items()}
 
 
-class _Stored(typing.Protocol):
-    """What :func:`record_dict` shows of a record: a :class:`FormRecord` or a saved form."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def form_key(self) -> str: ...
-    @property
-    def instance(self) -> int: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def version(self) -> int: ...
-    @property
-    def updated_at(self) -> dt.datetime: ...
-    @property
-    def data(self) -> dict[str, Any]: ...
-
-
 def record_dict(db: Session, record: FormRecord, lang: str = "en") -> dict[str, Any]:
     """Return a form record with its queries and signatures (identifier fields masked)."""
     qs = db.scalars(
@@ -466,7 +446,7 @@ def saved_form_dict(
 
 
 def _record_json(
-    form: FormDef, record: _Stored, study_id: str, event: tuple[str, int]
+    form: FormDef, record: FormRecord | forms.SavedForm, study_id: str, event: tuple[str, int]
 ) -> dict[str, Any]:
     return {
         "id": record.id,

@@ -21,7 +21,11 @@ def serve(
         1, "--workers", min=1, max=64, help="Worker processes (use several on PostgreSQL)."
     ),
 ) -> None:
-    """Serve the web application and REST API (FastAPI under uvicorn)."""
+    """Serve the web application and REST API (FastAPI under uvicorn).
+
+    Each worker keeps DUCTAL_DB_POOL_SIZE database connections (default 10) and runs at most
+    DUCTAL_DB_CONCURRENCY form saves at once (default 3); see docs/core.md.
+    """
     import uvicorn
 
     cfg = _context.settings()

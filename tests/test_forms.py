@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.orm import Session
 
 from ductal import audit, forms, records
@@ -177,3 +180,120 @@ def test_a_new_visit_is_made_and_dated_with_the_form(study: Engine) -> None:  # 
         "form": "adverse_event", "event": "unscheduled", "instance": 2,
         **ADVERSE_EVENT, "onset_date": "2017-04-02",
     }  # fmt: skip
+
+
+# --- facts read by an earlier transaction (the web API keeps them between a script's saves) --
+
+
+def _counts(session: Session) -> list[int]:
+    return [
+        session.scalar(select(func.count()).select_from(model)) or 0
+        for model in (FormRecord, Event, AuditEntry)
+    ]
+
+
+def _unconfirmed(
+    session: Session, study_id: str, condition: str = "true", **params: Any
+) -> records.SubjectFacts:
+    facts = records.subject_facts(session, study_id)
+    assert facts is not None
+    return replace(facts, unconfirmed=records.Confirmation(condition, params))
+
+
+@contextmanager
+def _statements(engine: Engine) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+
+def _write_ae(session: Session, facts: records.SubjectFacts, **options: Any) -> forms.SavedForm:
+    return forms.write_form(
+        session, facts, form_key=options.pop("form_key", "adverse_event"),
+        event_key=options.pop("event_key", "unscheduled"),
+        data=options.pop("data", ADVERSE_EVENT), actor="coord", today=TODAY, **options,
+    )  # fmt: skip
+
+
+def test_unconfirmed_facts_that_hold_are_confirmed_by_the_storing_statement(
+    study: Engine,  # noqa: F811
+) -> None:
+    if study.dialect.name != "postgresql":
+        pytest.skip("one statement confirms them on PostgreSQL only")
+    with session_scope(study) as session:
+        study_id = _enrolled(session).study_id
+        facts = _unconfirmed(session, study_id, "CAST(:c_one AS integer) = 1", c_one=1)
+    with _statements(study) as seen, session_scope(study) as session:
+        saved = _write_ae(session, facts)
+        held = [tuple(r) for r in session.execute(_ADVISORY)]
+    assert len(seen) == 2 and "INSERT INTO form_records" in seen[0]  # and the lock query
+    assert saved.created and saved.instance == 1
+    assert (forms._PG_SUBJECT_LOCKS, facts.id, 2) in held  # taken by the statement
+    with session_scope(study) as session:
+        assert audit.verify_chain(session).ok
+
+
+_CHANGES = {
+    "status": "UPDATE subjects SET status = 'withdrawn'",
+    "arm": "UPDATE subjects SET arm = 'steroid'",
+    "enrolment": "UPDATE subjects SET enrolled_on = '2017-03-09'",
+    "identity": "INSERT INTO identities (subject_id, ciphertext, updated_at)"
+    " SELECT id, 'x', now() FROM subjects",
+}
+
+
+@pytest.mark.parametrize("change", [*_CHANGES, "condition"])
+def test_unconfirmed_facts_no_longer_true_store_nothing(
+    study: Engine,  # noqa: F811
+    change: str,
+) -> None:
+    """The subject changed since its facts were read, or the caller's condition fails: the
+    statement stores nothing — no record, no visit, no audit entry."""
+    if study.dialect.name != "postgresql":
+        pytest.skip("one statement confirms them on PostgreSQL only")
+    with session_scope(study) as session:
+        study_id = _enrolled(session).study_id
+        facts = _unconfirmed(session, study_id, "false" if change == "condition" else "true")
+        before = _counts(session)
+    if change in _CHANGES:
+        with study.begin() as conn:
+            conn.execute(text(_CHANGES[change]))
+    with pytest.raises(forms.Unconfirmed), session_scope(study) as session:
+        _write_ae(session, facts)
+    with session_scope(study) as session:
+        assert _counts(session) == before
+        assert audit.verify_chain(session).ok
+
+
+@pytest.mark.parametrize("case", ["version", "treatment", "first_session_date", "unread"])
+def test_a_save_one_statement_cannot_confirm_is_refused_before_any_statement(
+    study: Engine,  # noqa: F811
+    case: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Changing a record, a treatment session (it may schedule the follow-up), a form whose
+    rules read the first session's date, facts read without the identity — and anything on
+    SQLite — need more than one statement: they are refused at once, nothing read or stored."""
+    with session_scope(study) as session:
+        study_id = _enrolled(session).study_id
+        facts = _unconfirmed(session, study_id)
+    options: dict[str, Any] = {}
+    if case == "version":
+        options = {"instance": 1, "expected_version": 1}
+    elif case == "treatment":
+        options = {"form_key": "lavage_session", "event_key": "lavage", "data": {}}
+    elif case == "first_session_date":
+        monkeypatch.setattr(forms, "_names_used", lambda _form: frozenset({"first_session_date"}))
+    else:
+        facts = replace(facts, identity=records.UNREAD)
+    with _statements(study) as seen, session_scope(study) as session:
+        with pytest.raises(forms.Unconfirmed):
+            _write_ae(session, facts, **options)
+        assert seen == []

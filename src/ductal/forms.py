@@ -209,6 +209,8 @@ def write_form(
             "form not for this arm",
             problems=[Problem("event", f"{spec.key!r} is only for arms {', '.join(spec.arms)}")],
         )
+    if facts.unconfirmed is not None:
+        _check_confirmable(session, facts, form, spec, expected_version)
     context = validation_context(session, facts, vault, form)
     clean, problems = validate_form_data(form, data, context=context, today=today)
     missing = [p for p in problems if p.message == REQUIRED_MESSAGE]
@@ -219,10 +221,15 @@ def write_form(
     status = "incomplete" if missing else "complete"
 
     session.flush()  # the Core reads below must see what the caller has pending
-    _lock_subject(session, facts.id)
     occurred = _occurred_on(form, clean)
-    was_first_treatment = spec.kind == "treatment" and first_session_date(session, facts) is None
     write = _Write(facts, spec, event_instance, form, clean, status, occurred, actor, reason)
+    if facts.unconfirmed is not None:
+        saved = _insert_in_one_statement(session, write, instance)
+        if saved is None:
+            raise Unconfirmed(f"the facts of subject {facts.study_id} could not be confirmed")
+        return saved
+    _lock_subject(session, facts.id)
+    was_first_treatment = spec.kind == "treatment" and first_session_date(session, facts) is None
     saved = None
     if expected_version is None and session.get_bind().dialect.name == "postgresql":
         # a new record, unless one is there already (then the general path says what to do)
@@ -234,6 +241,38 @@ def write_form(
             session, subject=facts, anchor="first_session", anchor_date=occurred, actor=actor
         )
     return saved
+
+
+class Unconfirmed(Exception):
+    """Raised by :func:`write_form` given unconfirmed facts it did not confirm; nothing stored.
+
+    Either the facts or the caller's condition no longer hold, a save of the same subject came
+    first, the record exists already, or this save needs more than the one statement that can
+    confirm them. The caller reads the facts afresh in its own transaction and saves again.
+    """
+
+
+def _check_confirmable(
+    session: Session,
+    facts: SubjectFacts,
+    form: FormDef,
+    spec: ScheduledEvent,
+    expected_version: int | None,
+) -> None:
+    """Raise :class:`Unconfirmed` unless one statement can confirm ``facts`` and store the form.
+
+    That is a new record (no version) on PostgreSQL, outside a treatment visit (whose first
+    session schedules the follow-up), of a form whose rules read nothing beyond the facts.
+    """
+    if (
+        session.get_bind().dialect.name != "postgresql"
+        or expected_version is not None
+        or spec.kind == "treatment"
+        or "first_session_date" in _names_used(form)
+        or facts.identity is UNREAD
+        or audit.chain_lock_asked(session)  # its lock would come before the subject's
+    ):
+        raise Unconfirmed("this save cannot confirm facts read by another transaction")
 
 
 @dataclass(frozen=True)
@@ -292,8 +331,8 @@ def _insert_in_one_statement(
     """PostgreSQL: store a new record with :func:`ductal.pg_save.insert_form`; None if it exists."""
     facts, form = write.facts, write.form
     stored = pg_save.insert_form(
-        session, subject_id=facts.id, study_id=facts.study_id, site_id=facts.site_id,
-        event_key=write.spec.key, event_instance=write.event_instance, form_key=form.key,
+        session, facts, event_key=write.spec.key, event_instance=write.event_instance,
+        form_key=form.key,
         instance=None if form.repeating and instance is None else (instance or 1),
         data=write.clean, status=write.status, day=write.occurred, actor=write.actor,
         reason=write.reason,
@@ -377,7 +416,7 @@ def save_form(
 
 # --- the statements (built once: constructing them costs more than running them) --------------
 
-_PG_SUBJECT_LOCKS = 0x0D0C  # first key of the per-subject advisory locks (two-key space)
+_PG_SUBJECT_LOCKS = pg_save.SUBJECT_LOCKS
 _PG_LOCK_SUBJECT = text(
     "SELECT pg_advisory_xact_lock(CAST(:space AS integer), CAST(:subject_id AS integer))"
 )

@@ -10,6 +10,12 @@ interpreter lock between threads, which cost more than the statements' own work.
 
 The caller holds the subject's save lock (taken before this statement, so that the statement's
 snapshot sees every save committed before it); the audit chain's lock is taken last.
+
+Given facts read by an earlier transaction (:attr:`ductal.records.SubjectFacts.unconfirmed`),
+the statement takes the subject's lock itself, first, and stores nothing unless the subject
+still has those facts and the caller's condition holds. Its snapshot then predates the lock, so
+a save of the same subject committed meanwhile can make its new visit or instance collide: it
+stores nothing then too (both inserts do nothing on conflict) and the caller starts again.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from sqlalchemy.orm import Session
 
 from ductal import audit
 from ductal.models import utcnow
-from ductal.records import created_entry
+from ductal.records import UNREAD, SubjectFacts, created_entry
+
+SUBJECT_LOCKS = 0x0D0C  # first key of the per-subject advisory locks (two-key space)
 
 _NEXT_INSTANCE = (
     "(SELECT COALESCE(MAX(r.instance), 0) + 1 FROM form_records AS r"
@@ -32,13 +40,29 @@ _NEXT_INSTANCE = (
 _GIVEN_INSTANCE = "given.instance"
 
 
-def _statement(instance_sql: str, append: audit.PgAppend) -> str:
+# the subject's facts as the caller read them (each compared NULL-safely; the statement must
+# stay under the 4 KiB up to which psycopg keeps its conversion of a statement: short names)
+_FACTS_HOLD = """EXISTS (SELECT FROM subjects s LEFT JOIN identities i ON i.subject_id = s.id
+  WHERE s.id = :subject_id AND s.study_id = :f_study AND s.site_id = :f_site
+  AND s.status = :f_status AND s.arm IS NOT DISTINCT FROM :f_arm
+  AND s.enrolled_on IS NOT DISTINCT FROM :f_enrolled AND s.protocol_version_id = :f_version
+  AND i.ciphertext IS NOT DISTINCT FROM :f_identity)"""
+
+
+def _statement(instance_sql: str, append: audit.PgAppend, confirm: str | None) -> str:
+    where = (
+        ""
+        if confirm is None
+        else f"""
+  WHERE pg_advisory_xact_lock({SUBJECT_LOCKS}, :subject_id) IS NOT NULL AND {_FACTS_HOLD}
+    AND ({confirm})"""
+    )
     return f"""WITH given AS (
   SELECT CAST(:subject_id AS integer) AS subject_id, CAST(:event_key AS varchar) AS event_key,
     CAST(:event_instance AS integer) AS event_instance, CAST(:form_key AS varchar) AS form_key,
     CAST(:instance AS integer) AS instance, CAST(:data AS jsonb) AS data,
     CAST(:status AS varchar) AS status, CAST(:now AS timestamptz) AS now,
-    CAST(:day AS date) AS day
+    CAST(:day AS date) AS day{where}
 ), found AS (
   SELECT events.id FROM events, given
   WHERE events.subject_id = given.subject_id AND events.event_key = given.event_key
@@ -48,6 +72,7 @@ def _statement(instance_sql: str, append: audit.PgAppend) -> str:
   SELECT subject_id, event_key, event_instance,
     CASE WHEN day IS NULL THEN 'scheduled' ELSE 'done' END, day
   FROM given WHERE NOT EXISTS (SELECT 1 FROM found)
+  ON CONFLICT (subject_id, event_key, instance) DO NOTHING
   RETURNING id
 ), ev AS (
   SELECT id FROM found UNION ALL SELECT id FROM made
@@ -76,10 +101,8 @@ _SLOTS = {
 
 def insert_form(
     session: Session,
+    facts: SubjectFacts,
     *,
-    subject_id: int,
-    study_id: str,
-    site_id: int,
     event_key: str,
     event_instance: int,
     form_key: str,
@@ -90,10 +113,12 @@ def insert_form(
     actor: str,
     reason: str | None,
 ) -> tuple[int, int, int, dt.datetime] | None:
-    """Store a new record; return its id, its visit's id, its instance and its time.
+    """Store a new record of subject ``facts``; return its id, its visit's id, its instance and
+    its time.
 
     ``instance`` None takes the next instance of a repeating form. ``day``, when given, dates
-    the visit. Returns None, having stored nothing, when the record exists already.
+    the visit. Returns None, having stored nothing, when the record exists already, or when
+    unconfirmed facts (see above) no longer hold.
     """
     now = utcnow()
     append = audit.pg_append(
@@ -105,14 +130,15 @@ def insert_form(
             form_key, event_key, audit.Slot("instance") if instance is None else instance, data
         ),
         reason=reason,
-        subject_study_id=study_id,
-        site_id=site_id,
+        subject_study_id=facts.study_id,
+        site_id=facts.site_id,
         slots=_SLOTS,
         source="rec",
     )
     params = {
         **append.params,
-        "subject_id": subject_id,
+        **_confirmation_params(facts),
+        "subject_id": facts.id,
         "event_key": event_key,
         "event_instance": event_instance,
         "form_key": form_key,
@@ -122,9 +148,32 @@ def insert_form(
         "now": now,
         "day": day,
     }
-    sql = _statement(_NEXT_INSTANCE if instance is None else _GIVEN_INSTANCE, append)
+    confirm = facts.unconfirmed
+    sql = _statement(
+        _NEXT_INSTANCE if instance is None else _GIVEN_INSTANCE,
+        append,
+        None if confirm is None else confirm.sql,
+    )
     row = session.connection().execute(audit.sql_text(sql), params).first()
     if row is None:
         return None
     audit.note_chain_locked(session)
     return int(row.id), int(row.event_id), int(row.instance), now
+
+
+def _confirmation_params(facts: SubjectFacts) -> dict[str, Any]:
+    confirm = facts.unconfirmed
+    if confirm is None:
+        return {}
+    if facts.identity is UNREAD:
+        raise ValueError("unconfirmed facts must carry the identity ciphertext they were read with")
+    return {
+        **confirm.params,
+        "f_study": facts.study_id,
+        "f_site": facts.site_id,
+        "f_status": facts.status,
+        "f_arm": facts.arm,
+        "f_enrolled": facts.enrolled_on,
+        "f_version": facts.protocol_version_id,
+        "f_identity": facts.identity,
+    }

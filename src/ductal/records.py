@@ -145,12 +145,29 @@ UNREAD = Unread.UNREAD
 
 
 @dataclass(frozen=True)
+class Confirmation:
+    """A PostgreSQL condition that must still hold when a save stores its record.
+
+    ``sql`` is a boolean SQL expression over the bind parameters in ``params`` (whose names
+    should not clash with a statement's own: prefix them).
+    """
+
+    sql: str
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class SubjectFacts:
     """What writing a subject's data needs to know about the subject, without an ORM object.
 
     Built from a loaded :class:`Subject` (:meth:`of`) or read with one Core statement (the web
     API's form save). ``identity`` is the stored identity ciphertext when it was read with the
     subject, ``None`` when there is none, and :data:`UNREAD` when it was not read.
+
+    ``unconfirmed`` is set on facts read by an earlier transaction (the web API keeps them from
+    one save of a script to its next): a save given such facts stores its record only if these
+    facts, and that condition, still hold in the statement that stores it, and otherwise raises
+    :class:`ductal.forms.Unconfirmed` having stored nothing.
     """
 
     id: int
@@ -159,8 +176,10 @@ class SubjectFacts:
     status: str
     arm: str | None
     enrolled_on: dt.date | None
+    protocol_version_id: int
     protocol: Protocol
     identity: bytes | Unread | None = None
+    unconfirmed: Confirmation | None = None
 
     @classmethod
     def of(cls, subject: Subject) -> SubjectFacts:
@@ -171,6 +190,7 @@ class SubjectFacts:
             status=subject.status,
             arm=subject.arm,
             enrolled_on=subject.enrolled_on,
+            protocol_version_id=subject.protocol_version_id,
             protocol=subject_protocol(subject),
             identity=UNREAD,
         )
@@ -222,6 +242,7 @@ def facts_from_row(session: Session, row: Row[*tuple[Any, ...]]) -> SubjectFacts
         status=row.subject_status,
         arm=row.subject_arm,
         enrolled_on=row.subject_enrolled_on,
+        protocol_version_id=row.subject_protocol_version_id,
         protocol=protocol_by_digest(
             session, row.subject_protocol_version_id, row.subject_protocol_sha256
         ),

@@ -8,6 +8,7 @@ fails that test.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -22,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, joinedload
 from starlette.concurrency import run_in_threadpool
 
-from ductal import records
+from ductal import audit, records
 from ductal.config import DEFAULT_DB_CONCURRENCY, Settings
 from ductal.db import is_busy, session_scope
 from ductal.errors import DuctalError, NotAuthenticated, NotFound, PermissionDenied
@@ -32,10 +33,12 @@ from ductal.vault import Vault
 from ductal.web.access import PUBLIC, Principal
 from ductal.web.auth import (
     AuthPolicy,
+    digest,
     session_principal,
     token_principal,
     token_principal_and_subject,
 )
+from ductal.web.recall import Recall
 
 SESSION_COOKIE = "ductal_session"
 PRE_SESSION_COOKIE = "ductal_pre"
@@ -63,6 +66,7 @@ class WebConfig:
     sqlite_lock: AbstractContextManager[Any] = field(default_factory=nullcontext)
     inline_engine: Engine | None = None  # SQLite file: never waits for the lock (see below)
     database_concurrency: int = DEFAULT_DB_CONCURRENCY  # run_database_work's threads at once
+    recall: Recall = field(default_factory=Recall)  # what tokens' form saves read, kept
     _slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = field(
         default=None, repr=False
     )
@@ -314,6 +318,17 @@ class SubjectWork:
     ``permission`` at its site, then calls ``work`` and commits, without going back to the event
     loop in between (each return to it would keep the SQLite lock held while other requests are
     served). The checks, their order and their errors are those of :func:`subject_access`.
+
+    On PostgreSQL, what a token's request read is kept (:mod:`ductal.web.recall`) and its next
+    request for the same subject begins with ``work`` at once, given those facts unconfirmed:
+    the statement that stores the form confirms them, and is then the request's only statement
+    (:func:`ductal.forms.write_form` stores nothing otherwise). It runs without a transaction
+    around it, so it commits as it ends: the audit chain's lock, which every writer queues for,
+    is let go then, not after a further round trip to commit (and, before that, a wait for the
+    interpreter lock), which limited how many forms all clients together could save. Should
+    ``work`` raise before anything is stored — the facts did not hold, the request is refused
+    or invalid, the save needs more than one statement — the request runs again the ordinary
+    way, whose answer is the one given.
     """
 
     request: Request
@@ -321,7 +336,27 @@ class SubjectWork:
     csrf: str | None
     permission: str
 
-    async def run(self, study_id: str, work: Callable[[Session, Principal, SubjectFacts], T]) -> T:
+    async def run(
+        self,
+        study_id: str,
+        work: Callable[[Session, Principal, SubjectFacts], T],
+        *,
+        one_form_save: bool = False,
+    ) -> T:
+        """Run ``work`` for subject ``study_id`` and return its result.
+
+        ``one_form_save``: ``work`` touches the database only through one call of
+        :func:`ductal.forms.write_form` (and :func:`ductal.web.views.saved_form_dict` of what
+        it returns), so that kept facts may be used (see above).
+        """
+        token_hash = self._token_hash() if one_form_save else None
+        kept = None if token_hash is None else self.config.recall.get(token_hash, study_id)
+        if token_hash is not None and kept is not None:
+            try:
+                return await run_database_work(self.config, self._confirming(kept, work))
+            except _NotConfirmed:
+                self.config.recall.forget(token_hash, study_id)
+
         def call(engine: Engine) -> T:
             with session_scope(engine) as db:
                 principal, facts = self._principal_and_subject(db, study_id)
@@ -329,9 +364,40 @@ class SubjectWork:
                 if facts is None:
                     raise NotFound(missing)
                 _check(principal, facts.site_id, self.permission, missing)
-                return work(db, principal, facts)
+                result = work(db, principal, facts)
+            if token_hash is not None and engine.dialect.name == "postgresql":
+                self.config.recall.keep(token_hash, principal, facts, self.permission)
+            return result
 
         return await run_database_work(self.config, call)
+
+    def _confirming(
+        self,
+        kept: tuple[Principal, SubjectFacts],
+        work: Callable[[Session, Principal, SubjectFacts], T],
+    ) -> Callable[[Engine], T]:
+        principal, facts = kept
+
+        def call(engine: Engine) -> T:
+            # its one statement commits as it ends: see the class's notes
+            with session_scope(_autocommit(engine)) as db:
+                try:
+                    _check(principal, facts.site_id, self.permission, "")
+                    return work(db, _remember(self.request, principal), facts)
+                except Exception as exc:
+                    if audit.chain_lock_asked(db):
+                        raise  # stored (and committed): reported as it is
+                    # nothing stored: whatever it was, the ordinary way says it properly
+                    raise _NotConfirmed from exc
+
+        return call
+
+    def _token_hash(self) -> str | None:
+        """Return the digest of the request's bearer token, if it sends one."""
+        scheme, _, credential = self.request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            return None
+        return digest(credential.strip())
 
     def _principal_and_subject(
         self, db: Session, study_id: str
@@ -345,6 +411,16 @@ class SubjectWork:
             db, secret=credential.strip(), study_id=study_id
         )
         return _remember(self.request, principal), facts
+
+
+@functools.lru_cache(maxsize=8)
+def _autocommit(engine: Engine) -> Engine:
+    """Return ``engine`` running each statement as its own transaction (same pool)."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+class _NotConfirmed(Exception):
+    """The work on kept facts raised: it was rolled back, and the request starts again."""
 
 
 def subject_work(permission: str) -> Callable[..., Awaitable[SubjectWork]]:

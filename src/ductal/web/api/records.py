@@ -131,7 +131,7 @@ async def save_form(
         return views.saved_form_dict(db, saved, subject, principal.language)
 
     # the record is plain JSON already: returned as is, not checked again against a model
-    return JSONResponse(await work.run(study_id, save))
+    return JSONResponse(await work.run(study_id, save, one_form_save=True))
 
 
 @router.get("/records/{record_id}", summary="One form record with its queries and signatures")

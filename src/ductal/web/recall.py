@@ -27,7 +27,7 @@ MAX_ENTRIES = 2048  # per worker process; the least recently used go first
 
 # the token of the request and its user as they were read, and a role allowing the save at
 # the subject's site (parameters named c_* beside the storing statement's own)
-_TOKEN_HOLDS = """EXISTS (SELECT FROM api_tokens t JOIN users u ON u.id = t.user_id
+_STILL_ALLOWED = """EXISTS (SELECT FROM api_tokens t JOIN users u ON u.id = t.user_id
   JOIN memberships m ON m.user_id = u.id
   WHERE t.token_hash = :c_token AND t.revoked_at IS NULL
   AND (t.expires_at IS NULL OR t.expires_at > now()) AND u.is_active AND u.id = :c_user
@@ -62,7 +62,7 @@ class Recall:
         if not allowed:
             return
         condition = Confirmation(
-            _TOKEN_HOLDS,
+            _STILL_ALLOWED,
             {
                 "c_token": token_hash,
                 "c_user": principal.user_id,

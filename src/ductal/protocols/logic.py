@@ -29,7 +29,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, ClassVar
 
 from ductal.errors import Problem, ProtocolError
@@ -276,9 +276,10 @@ class Expression(ABC):
             yield node
             stack.extend(reversed(node.children()))
 
-    @property
+    @cached_property
     def fields(self) -> frozenset[str]:
-        """Return the names of the fields the expression refers to."""
+        """Return the names of the fields the expression refers to (worked out once: parsed
+        expressions are shared, and a save asks this of every rule of its form)."""
         return frozenset(node.name for node in self.walk() if isinstance(node, FieldRef))
 
     @property

@@ -320,3 +320,25 @@ def test_recall_keeps_nothing_for_a_user_without_the_permission_there() -> None:
     elsewhere = Principal(1, "c", "C", "en", roles={2: {"coordinator"}}, via="token")
     recall.keep("h", elsewhere, _facts("B"), "enter_data")
     assert len(recall) == 0
+
+
+def test_an_unexpected_failure_is_reported_not_run_again(
+    world: World, client: TestClient, kept: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only refusals decided before anything is stored start the save again: after a database
+    error the statement may have committed, and running it again could store the form twice."""
+    from ductal import forms
+
+    calls: list[bool] = []
+    real = forms.write_form
+
+    def failing(session: Any, facts: SubjectFacts, **options: Any) -> Any:
+        calls.append(facts.unconfirmed is not None)
+        if facts.unconfirmed is not None:
+            raise RuntimeError("the connection broke")
+        return real(session, facts, **options)
+
+    monkeypatch.setattr(forms, "write_form", failing)
+    failed = _save(client, kept, bearer(world, "coordinator"))
+    assert failed.status_code == 500
+    assert calls == [True]

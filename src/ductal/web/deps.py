@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Request
+from fastapi.exceptions import RequestValidationError
 from jinja2 import Environment
 from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.exc import OperationalError
@@ -27,6 +28,7 @@ from ductal import audit, records
 from ductal.config import DEFAULT_DB_CONCURRENCY, Settings
 from ductal.db import is_busy, session_scope
 from ductal.errors import DuctalError, NotAuthenticated, NotFound, PermissionDenied
+from ductal.forms import Unconfirmed
 from ductal.models import DataQuery, FormRecord, ProtocolVersion, Subject
 from ductal.records import SubjectFacts
 from ductal.vault import Vault
@@ -384,10 +386,10 @@ class SubjectWork:
                 try:
                     _check(principal, facts.site_id, self.permission, "")
                     return work(db, _remember(self.request, principal), facts)
-                except Exception as exc:
+                except _ANSWERED_AFRESH as exc:
                     if audit.chain_lock_asked(db):
                         raise  # stored (and committed): reported as it is
-                    # nothing stored: whatever it was, the ordinary way says it properly
+                    # nothing stored: the ordinary way gives the answer
                     raise _NotConfirmed from exc
 
         return call
@@ -417,6 +419,12 @@ class SubjectWork:
 def _autocommit(engine: Engine) -> Engine:
     """Return ``engine`` running each statement as its own transaction (same pool)."""
     return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+# refusals decided before anything is stored; a database error is reported as it is (the
+# statement may have committed before the connection failed: running it again could store
+# the form twice)
+_ANSWERED_AFRESH = (DuctalError, RequestValidationError, Unconfirmed)
 
 
 class _NotConfirmed(Exception):

@@ -84,15 +84,21 @@ def _names_used(form: FormDef) -> frozenset[str]:
 _CIPHERTEXT_OF = select(Identity.ciphertext).where(Identity.subject_id == bindparam("subject_id"))
 
 
-def _identity(session: Session, facts: SubjectFacts, vault: Vault) -> dict[str, Any]:
+def _identity(session: Session | None, facts: SubjectFacts, vault: Vault) -> dict[str, Any]:
     ciphertext = facts.identity
     if ciphertext is UNREAD:
-        ciphertext = session.scalar(_CIPHERTEXT_OF, {"subject_id": facts.id})
+        ciphertext = _reading(session).scalar(_CIPHERTEXT_OF, {"subject_id": facts.id})
     return {} if ciphertext is None else vault.decrypt(ciphertext)
 
 
+def _reading(session: Session | None) -> Session:
+    if session is None:
+        raise ValueError("this needs a read, and no session was given")
+    return session
+
+
 def validation_context(
-    session: Session,
+    session: Session | None,
     subject: Subject | SubjectFacts,
     vault: Vault | None,
     form: FormDef | None = None,
@@ -100,7 +106,9 @@ def validation_context(
     """Return the values visible to a form's rules beyond its own fields.
 
     Given the form, only what it can use is looked up: the date of birth (decrypted from the
-    vault) when it has dates, the first session date when an expression names it.
+    vault) when it has dates, the first session date when an expression names it. Without a
+    session only what needs no read is (facts with their identity, a form not naming the
+    first session's date).
     """
     facts = facts_of(subject)
     context: dict[str, Any] = {}
@@ -112,7 +120,7 @@ def validation_context(
         if dob:
             context["date_of_birth"] = dob
     if form is None or "first_session_date" in _names_used(form):
-        first = first_session_date(session, facts)
+        first = first_session_date(_reading(session), facts)
         if first is not None:
             context["first_session_date"] = first.isoformat()
     return context
@@ -194,6 +202,89 @@ def write_form(
     are any. With ``allow_incomplete`` missing required answers are tolerated and the record is
     stored as ``incomplete``.
     """
+    unconfirmed = facts.unconfirmed is not None
+    if unconfirmed and (
+        session.get_bind().dialect.name != "postgresql"
+        or audit.chain_lock_asked(session)  # its lock would come before the subject's
+    ):
+        raise Unconfirmed("this save cannot confirm facts read by another transaction")
+    write = _validated(
+        session, facts, form_key=form_key, data=data, actor=actor, event_key=event_key,
+        event_instance=event_instance, expected_version=expected_version, reason=reason,
+        allow_incomplete=allow_incomplete, vault=vault, today=today,
+    )  # fmt: skip
+    session.flush()  # the Core reads below must see what the caller has pending
+    if unconfirmed:
+        saved = _insert_in_one_statement(session, write, instance)
+        if saved is None:
+            raise Unconfirmed(f"the facts of subject {facts.study_id} could not be confirmed")
+        return saved
+    _lock_subject(session, facts.id)
+    spec, occurred = write.spec, write.occurred
+    was_first_treatment = spec.kind == "treatment" and first_session_date(session, facts) is None
+    saved = None
+    if expected_version is None and session.get_bind().dialect.name == "postgresql":
+        # a new record, unless one is there already (then the general path says what to do)
+        saved = _insert_in_one_statement(session, write, instance)
+    if saved is None:
+        saved = _save(session, write, instance, expected_version)
+    if was_first_treatment and occurred is not None:
+        schedule_events(
+            session, subject=facts, anchor="first_session", anchor_date=occurred, actor=actor
+        )
+    return saved
+
+
+def prepare_insert(
+    facts: SubjectFacts,
+    *,
+    form_key: str,
+    data: Mapping[str, Any],
+    actor: str,
+    event_key: str | None = None,
+    event_instance: int = 1,
+    instance: int | None = None,
+    reason: str | None = None,
+    allow_incomplete: bool = False,
+    vault: Vault | None = None,
+    today: dt.date | None = None,
+) -> PreparedInsert:
+    """Validate a new form for unconfirmed ``facts`` and return the statement that stores it.
+
+    For a caller that runs the statement itself, on PostgreSQL, on a connection with no
+    transaction open (the web API runs it on its event loop): the statement confirms the facts
+    and stores the form, committing as it ends. Raises as :func:`write_form` does, without
+    reading anything; :meth:`PreparedInsert.saved` turns the statement's row into the record.
+    """
+    if facts.unconfirmed is None:
+        raise ValueError("prepare_insert is for facts read by an earlier transaction")
+    write = _validated(
+        None, facts, form_key=form_key, data=data, actor=actor, event_key=event_key,
+        event_instance=event_instance, expected_version=None, reason=reason,
+        allow_incomplete=allow_incomplete, vault=vault, today=today,
+    )  # fmt: skip
+    return PreparedInsert(write, _insert_statement(write, instance))
+
+
+def _validated(
+    session: Session | None,
+    facts: SubjectFacts,
+    *,
+    form_key: str,
+    data: Mapping[str, Any],
+    actor: str,
+    event_key: str | None,
+    event_instance: int,
+    expected_version: int | None,
+    reason: str | None,
+    allow_incomplete: bool,
+    vault: Vault | None,
+    today: dt.date | None,
+) -> _Write:
+    """Check the form against the protocol and the subject; return the save to store.
+
+    ``session`` may be None for unconfirmed facts: a save they qualify for reads nothing.
+    """
     protocol = facts.protocol
     try:
         form = protocol.form(form_key)
@@ -210,7 +301,7 @@ def write_form(
             problems=[Problem("event", f"{spec.key!r} is only for arms {', '.join(spec.arms)}")],
         )
     if facts.unconfirmed is not None:
-        _check_confirmable(session, facts, form, spec, expected_version)
+        _check_confirmable(facts, form, spec, expected_version)
     context = validation_context(session, facts, vault, form)
     clean, problems = validate_form_data(form, data, context=context, today=today)
     missing = [p for p in problems if p.message == REQUIRED_MESSAGE]
@@ -219,28 +310,18 @@ def write_form(
     if problems:
         raise ValidationError(f"form {form_key} has {len(problems)} problem(s)", problems=problems)
     status = "incomplete" if missing else "complete"
-
-    session.flush()  # the Core reads below must see what the caller has pending
     occurred = _occurred_on(form, clean)
-    write = _Write(facts, spec, event_instance, form, clean, status, occurred, actor, reason)
-    if facts.unconfirmed is not None:
-        saved = _insert_in_one_statement(session, write, instance)
-        if saved is None:
-            raise Unconfirmed(f"the facts of subject {facts.study_id} could not be confirmed")
-        return saved
-    _lock_subject(session, facts.id)
-    was_first_treatment = spec.kind == "treatment" and first_session_date(session, facts) is None
-    saved = None
-    if expected_version is None and session.get_bind().dialect.name == "postgresql":
-        # a new record, unless one is there already (then the general path says what to do)
-        saved = _insert_in_one_statement(session, write, instance)
-    if saved is None:
-        saved = _save(session, write, instance, expected_version)
-    if was_first_treatment and occurred is not None:
-        schedule_events(
-            session, subject=facts, anchor="first_session", anchor_date=occurred, actor=actor
-        )
-    return saved
+    return _Write(facts, spec, event_instance, form, clean, status, occurred, actor, reason)
+
+
+def _insert_statement(write: _Write, instance: int | None) -> pg_save.InsertStatement:
+    facts, form = write.facts, write.form
+    return pg_save.insert_statement(
+        facts, event_key=write.spec.key, event_instance=write.event_instance, form_key=form.key,
+        instance=None if form.repeating and instance is None else (instance or 1),
+        data=write.clean, status=write.status, day=write.occurred, actor=write.actor,
+        reason=write.reason,
+    )  # fmt: skip
 
 
 class Unconfirmed(Exception):
@@ -253,24 +334,19 @@ class Unconfirmed(Exception):
 
 
 def _check_confirmable(
-    session: Session,
-    facts: SubjectFacts,
-    form: FormDef,
-    spec: ScheduledEvent,
-    expected_version: int | None,
+    facts: SubjectFacts, form: FormDef, spec: ScheduledEvent, expected_version: int | None
 ) -> None:
     """Raise :class:`Unconfirmed` unless one statement can confirm ``facts`` and store the form.
 
-    That is a new record (no version) on PostgreSQL, outside a treatment visit (whose first
-    session schedules the follow-up), of a form whose rules read nothing beyond the facts.
+    That is a new record (no version), outside a treatment visit (whose first session schedules
+    the follow-up), of a form whose rules read nothing beyond the facts, which carry the
+    identity they were read with.
     """
     if (
-        session.get_bind().dialect.name != "postgresql"
-        or expected_version is not None
+        expected_version is not None
         or spec.kind == "treatment"
         or "first_session_date" in _names_used(form)
         or facts.identity is UNREAD
-        or audit.chain_lock_asked(session)  # its lock would come before the subject's
     ):
         raise Unconfirmed("this save cannot confirm facts read by another transaction")
 
@@ -325,23 +401,36 @@ class _Write:
         )
 
 
+@dataclass(frozen=True)
+class PreparedInsert:
+    """A validated new form and the one statement that confirms its facts and stores it."""
+
+    write: _Write
+    statement: pg_save.InsertStatement
+
+    def saved(self, row: tuple[Any, ...] | None) -> SavedForm:
+        """Return the record the statement stored, from its row ``(id, event_id, instance)``;
+        raise :class:`Unconfirmed` when it stored nothing."""
+        if row is None:
+            study_id = self.write.facts.study_id
+            raise Unconfirmed(f"the facts of subject {study_id} could not be confirmed")
+        record_id, event_id, instance = row
+        return self.write.created(int(event_id), int(instance), int(record_id), self.statement.now)
+
+
 def _insert_in_one_statement(
     session: Session, write: _Write, instance: int | None
 ) -> SavedForm | None:
-    """PostgreSQL: store a new record with :func:`ductal.pg_save.insert_form`; None if it exists."""
-    facts, form = write.facts, write.form
-    stored = pg_save.insert_form(
-        session, facts, event_key=write.spec.key, event_instance=write.event_instance,
-        form_key=form.key,
-        instance=None if form.repeating and instance is None else (instance or 1),
-        data=write.clean, status=write.status, day=write.occurred, actor=write.actor,
-        reason=write.reason,
-    )  # fmt: skip
-    if stored is None:
+    """PostgreSQL: store a new record with one statement (:mod:`ductal.pg_save`); None when it
+    stored nothing (the record exists, or unconfirmed facts did not hold)."""
+    statement = _insert_statement(write, instance)
+    row = session.connection().execute(audit.sql_text(statement.sql), statement.params).first()
+    if row is None:
         return None
-    record_id, event_id, stored_instance, now = stored
+    audit.note_chain_locked(session)
+    record_id, event_id, stored_instance = (int(value) for value in row)
     _expire(session, Event, event_id)
-    return write.created(event_id, stored_instance, record_id, now)
+    return write.created(event_id, stored_instance, record_id, statement.now)
 
 
 def _save(

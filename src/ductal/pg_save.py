@@ -21,10 +21,12 @@ stores nothing then too (both inserts do nothing on conflict) and the caller sta
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
 from ductal import audit
 from ductal.models import utcnow
@@ -99,8 +101,24 @@ _SLOTS = {
 }
 
 
-def insert_form(
-    session: Session,
+@dataclass(frozen=True)
+class InsertStatement:
+    """The one statement storing a new record: ductal's SQL text, its parameters, its time.
+
+    Run, it yields one row ``(id, event_id, instance)`` when it stored the record, none when it
+    stored nothing.
+    """
+
+    sql: str
+    params: dict[str, Any]
+    now: dt.datetime
+
+    def psycopg(self) -> str:
+        """Return the statement with psycopg's placeholders, for a caller running it itself."""
+        return _psycopg_text(self.sql)
+
+
+def insert_statement(
     facts: SubjectFacts,
     *,
     event_key: str,
@@ -112,12 +130,11 @@ def insert_form(
     day: dt.date | None,
     actor: str,
     reason: str | None,
-) -> tuple[int, int, int, dt.datetime] | None:
-    """Store a new record of subject ``facts``; return its id, its visit's id, its instance and
-    its time.
+) -> InsertStatement:
+    """Return the statement storing a new record of subject ``facts``.
 
     ``instance`` None takes the next instance of a repeating form. ``day``, when given, dates
-    the visit. Returns None, having stored nothing, when the record exists already, or when
+    the visit. The statement stores nothing when the record exists already, or when
     unconfirmed facts (see above) no longer hold.
     """
     now = utcnow()
@@ -154,11 +171,16 @@ def insert_form(
         append,
         None if confirm is None else confirm.sql,
     )
-    row = session.connection().execute(audit.sql_text(sql), params).first()
-    if row is None:
-        return None
-    audit.note_chain_locked(session)
-    return int(row.id), int(row.event_id), int(row.instance), now
+    return InsertStatement(sql, params, now)
+
+
+@functools.lru_cache(maxsize=64)
+def _psycopg_text(sql: str) -> str:
+    # SQLAlchemy's compiler writes the placeholders (and doubles any literal %)
+    return str(audit.sql_text(sql).compile(dialect=_PSYCOPG))
+
+
+_PSYCOPG = psycopg_dialect()
 
 
 def _confirmation_params(facts: SubjectFacts) -> dict[str, Any]:

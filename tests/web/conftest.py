@@ -72,8 +72,10 @@ def build_world(engine: Engine, data_dir: Path, *, database_url: str) -> World:
 
 
 @pytest.fixture
-def world(engine: Engine, tmp_path: Path, database_url: str) -> World:
-    return build_world(engine, tmp_path / "data", database_url=database_url)
+def world(engine: Engine, tmp_path: Path, database_url: str) -> Iterator[World]:
+    built = build_world(engine, tmp_path / "data", database_url=database_url)
+    yield built
+    built.app.state.ductal.close()  # before the test database is dropped
 
 
 @pytest.fixture

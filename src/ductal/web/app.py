@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 import threading
-from contextlib import nullcontext
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -29,6 +30,7 @@ from ductal.web import errors
 from ductal.web.auth import AuthPolicy
 from ductal.web.deps import WebConfig
 from ductal.web.i18n import Translator, load_translations
+from ductal.web.loop_db import LoopConnections
 
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -120,7 +122,14 @@ def create_app(
     from ductal.web.pages import register as register_pages
 
     options = options or WebOptions()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        config.close()  # the connections the app opened beside the engine
+
     app = FastAPI(
+        lifespan=lifespan,
         title="ductal",
         version=__version__,
         description="Clinical study platform for IGM/PD and ductal lavage: REST API.",
@@ -145,6 +154,11 @@ def create_app(
         sqlite_lock=threading.Lock() if engine.dialect.name == "sqlite" else nullcontext(),
         inline_engine=_inline_engine(engine),
         database_concurrency=settings.db_concurrency,
+        loop_connections=(
+            LoopConnections(engine, settings.db_concurrency)
+            if engine.dialect.name == "postgresql"
+            else None
+        ),
     )
     app.state.ductal = config
 

@@ -8,13 +8,12 @@ fails that test.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Path, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, joinedload
 from starlette.concurrency import run_in_threadpool
 
-from ductal import audit, records
+from ductal import records
 from ductal.config import DEFAULT_DB_CONCURRENCY, Settings
 from ductal.db import is_busy, session_scope
 from ductal.errors import DuctalError, NotAuthenticated, NotFound, PermissionDenied
@@ -40,6 +39,7 @@ from ductal.web.auth import (
     token_principal,
     token_principal_and_subject,
 )
+from ductal.web.loop_db import LoopConnections
 from ductal.web.recall import Recall
 
 SESSION_COOKIE = "ductal_session"
@@ -69,9 +69,17 @@ class WebConfig:
     inline_engine: Engine | None = None  # SQLite file: never waits for the lock (see below)
     database_concurrency: int = DEFAULT_DB_CONCURRENCY  # run_database_work's threads at once
     recall: Recall = field(default_factory=Recall)  # what tokens' form saves read, kept
+    loop_connections: LoopConnections | None = None  # PostgreSQL: one-statement work
     _slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = field(
         default=None, repr=False
     )
+
+    def close(self) -> None:
+        """Close the connections the app opened beside :attr:`engine` (at shutdown)."""
+        if self.loop_connections is not None:
+            self.loop_connections.close()
+        if self.inline_engine is not None:
+            self.inline_engine.dispose()
 
     def database_slots(self) -> asyncio.Semaphore:
         """Return the semaphore admitting :attr:`database_concurrency` transactions at once.
@@ -311,6 +319,19 @@ def subject_access(permission: str) -> Callable[..., SubjectAccess]:
     return dependency
 
 
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class OneStatement(Generic[R]):
+    """A request's whole database work as one PostgreSQL statement that commits as it ends."""
+
+    query: str  # with psycopg's placeholders
+    params: Mapping[str, Any]
+    # the answer, from the statement's first row; raises forms.Unconfirmed when there is none
+    answer: Callable[[tuple[Any, ...] | None], R]
+
+
 @dataclass
 class SubjectWork:
     """A subject route's whole database work, run as one call by :func:`run_database_work`.
@@ -321,16 +342,16 @@ class SubjectWork:
     loop in between (each return to it would keep the SQLite lock held while other requests are
     served). The checks, their order and their errors are those of :func:`subject_access`.
 
-    On PostgreSQL, what a token's request read is kept (:mod:`ductal.web.recall`) and its next
-    request for the same subject begins with ``work`` at once, given those facts unconfirmed:
-    the statement that stores the form confirms them, and is then the request's only statement
-    (:func:`ductal.forms.write_form` stores nothing otherwise). It runs without a transaction
-    around it, so it commits as it ends: the audit chain's lock, which every writer queues for,
-    is let go then, not after a further round trip to commit (and, before that, a wait for the
-    interpreter lock), which limited how many forms all clients together could save. Should
-    ``work`` raise before anything is stored — the facts did not hold, the request is refused
-    or invalid, the save needs more than one statement — the request runs again the ordinary
-    way, whose answer is the one given.
+    On PostgreSQL, what a token's request read is kept (:mod:`ductal.web.recall`), and when
+    its next request for the same subject can be one statement that confirms those facts
+    (``one_statement``: a new form, see :func:`ductal.forms.prepare_insert`), that statement is
+    the request's only database work. It runs on the event loop (:mod:`ductal.web.loop_db`),
+    with no transaction around it, so it commits as it ends: the audit chain's lock, which every
+    writer queues for, is let go then, not after a further round trip to commit (and, before
+    that, a wait for a thread to get the interpreter lock back). Should the statement store
+    nothing (the facts no longer held, a save of the same subject came first, the record
+    exists), or the request be refused before it runs (invalid input, a save one statement
+    cannot do), the request runs again the ordinary way, whose answer is the one given.
     """
 
     request: Request
@@ -343,21 +364,21 @@ class SubjectWork:
         study_id: str,
         work: Callable[[Session, Principal, SubjectFacts], T],
         *,
-        one_form_save: bool = False,
+        one_statement: Callable[[Principal, SubjectFacts], OneStatement[T]] | None = None,
     ) -> T:
-        """Run ``work`` for subject ``study_id`` and return its result.
-
-        ``one_form_save``: ``work`` touches the database only through one call of
-        :func:`ductal.forms.write_form` (and :func:`ductal.web.views.saved_form_dict` of what
-        it returns), so that kept facts may be used (see above).
-        """
-        token_hash = self._token_hash() if one_form_save else None
-        kept = None if token_hash is None else self.config.recall.get(token_hash, study_id)
-        if token_hash is not None and kept is not None:
-            try:
-                return await run_database_work(self.config, self._confirming(kept, work))
-            except _NotConfirmed:
-                self.config.recall.forget(token_hash, study_id)
+        """Run ``work`` for subject ``study_id`` and return its result (``one_statement``:
+        the same work as one statement, given unconfirmed facts; see above)."""
+        loop_connections = self.config.loop_connections
+        token_hash = None
+        if one_statement is not None and loop_connections is not None:
+            token_hash = self._token_hash()
+        if token_hash is not None:
+            kept = self.config.recall.get(token_hash, study_id)
+            if kept is not None:
+                try:
+                    return await self._in_one_statement(kept, one_statement, loop_connections)
+                except _ANSWERED_AFRESH:
+                    self.config.recall.forget(token_hash, study_id)
 
         def call(engine: Engine) -> T:
             with session_scope(engine) as db:
@@ -367,32 +388,25 @@ class SubjectWork:
                     raise NotFound(missing)
                 _check(principal, facts.site_id, self.permission, missing)
                 result = work(db, principal, facts)
-            if token_hash is not None and engine.dialect.name == "postgresql":
+            if token_hash is not None:
                 self.config.recall.keep(token_hash, principal, facts, self.permission)
             return result
 
         return await run_database_work(self.config, call)
 
-    def _confirming(
+    async def _in_one_statement(
         self,
         kept: tuple[Principal, SubjectFacts],
-        work: Callable[[Session, Principal, SubjectFacts], T],
-    ) -> Callable[[Engine], T]:
+        one_statement: Any,
+        connections: Any,
+    ) -> T:
         principal, facts = kept
-
-        def call(engine: Engine) -> T:
-            # its one statement commits as it ends: see the class's notes
-            with session_scope(_autocommit(engine)) as db:
-                try:
-                    _check(principal, facts.site_id, self.permission, "")
-                    return work(db, _remember(self.request, principal), facts)
-                except _ANSWERED_AFRESH as exc:
-                    if audit.chain_lock_asked(db):
-                        raise  # stored (and committed): reported as it is
-                    # nothing stored: the ordinary way gives the answer
-                    raise _NotConfirmed from exc
-
-        return call
+        _check(principal, facts.site_id, self.permission, "")
+        statement: OneStatement[T] = one_statement(_remember(self.request, principal), facts)
+        # a database error is reported as it is: the statement may have committed before the
+        # connection failed, and running the request again could store the form twice
+        row = await connections.fetch_one(statement.query, statement.params)
+        return statement.answer(row)
 
     def _token_hash(self) -> str | None:
         """Return the digest of the request's bearer token, if it sends one."""
@@ -415,20 +429,8 @@ class SubjectWork:
         return _remember(self.request, principal), facts
 
 
-@functools.lru_cache(maxsize=8)
-def _autocommit(engine: Engine) -> Engine:
-    """Return ``engine`` running each statement as its own transaction (same pool)."""
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
-
-
-# refusals decided before anything is stored; a database error is reported as it is (the
-# statement may have committed before the connection failed: running it again could store
-# the form twice)
+# refusals decided before anything is stored
 _ANSWERED_AFRESH = (DuctalError, RequestValidationError, Unconfirmed)
-
-
-class _NotConfirmed(Exception):
-    """The work on kept facts raised: it was rolled back, and the request starts again."""
 
 
 def subject_work(permission: str) -> Callable[..., Awaitable[SubjectWork]]:

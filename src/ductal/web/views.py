@@ -438,6 +438,11 @@ def saved_form_dict(
     """
     if not saved.created:
         return record_dict(db, db.get_one(FormRecord, saved.id), lang)
+    return created_form_dict(saved, subject)
+
+
+def created_form_dict(saved: forms.SavedForm, subject: records.SubjectFacts) -> dict[str, Any]:
+    """Return what :func:`record_dict` returns for a record just created (nothing is read)."""
     form = subject.protocol.form(saved.form_key)
     out = _record_json(form, saved, subject.study_id, (saved.event_key, saved.event_instance))
     out["queries"] = []

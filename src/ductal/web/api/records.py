@@ -20,6 +20,7 @@ from ductal.web.api._common import ERROR_RESPONSES, MAX_PAGE, Body, after_rollba
 from ductal.web.deps import (
     Config,
     DbSession,
+    OneStatement,
     QueryAnswer,
     QueryCloser,
     RecordLocker,
@@ -108,12 +109,7 @@ async def save_form(
     raw = await request.body()
 
     def save(db: Session, principal: Principal, subject: SubjectFacts) -> dict[str, Any]:
-        try:
-            body = FormSaveIn.model_validate_json(raw)
-        except PydanticValidationError as exc:
-            raise RequestValidationError(
-                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-            ) from None
+        body = _form_save_in(raw)
         saved = forms.write_form(
             db,
             subject,
@@ -130,8 +126,40 @@ async def save_form(
         )
         return views.saved_form_dict(db, saved, subject, principal.language)
 
+    def one_statement(principal: Principal, subject: SubjectFacts) -> OneStatement[dict[str, Any]]:
+        body = _form_save_in(raw)
+        if body.expected_version is not None:
+            raise forms.Unconfirmed("a change of a saved record takes the ordinary way")
+        prepared = forms.prepare_insert(
+            subject,
+            form_key=form_key,
+            data=body.data,
+            actor=principal.username,
+            event_key=body.event,
+            event_instance=body.event_instance,
+            instance=body.instance,
+            reason=body.reason,
+            allow_incomplete=body.allow_incomplete,
+            vault=work.config.vault,
+        )
+        statement = prepared.statement
+        return OneStatement(
+            statement.psycopg(),
+            statement.params,
+            lambda row: views.created_form_dict(prepared.saved(row), subject),
+        )
+
     # the record is plain JSON already: returned as is, not checked again against a model
-    return JSONResponse(await work.run(study_id, save, one_form_save=True))
+    return JSONResponse(await work.run(study_id, save, one_statement=one_statement))
+
+
+def _form_save_in(raw: bytes) -> FormSaveIn:
+    try:
+        return FormSaveIn.model_validate_json(raw)
+    except PydanticValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None
 
 
 @router.get("/records/{record_id}", summary="One form record with its queries and signatures")

@@ -24,7 +24,7 @@ import json
 import re
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, cast
 
 from sqlalchemy import Table, TextClause, func, inspect, select, text
@@ -43,12 +43,12 @@ _INSERT = _AUDIT_TABLE.insert().returning(_AUDIT_TABLE.c.id)
 _HEAD = select(AuditEntry.hash, AuditEntry.occurred_at).order_by(AuditEntry.id.desc()).limit(1)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Return ``value`` with dates and other non-JSON scalars turned into strings."""
     if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        items = [_json_safe(v) for v in value]
+        items = [json_safe(v) for v in value]
         return sorted(items, key=repr) if isinstance(value, set | frozenset) else items
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
@@ -260,8 +260,8 @@ def pg_append(
         "site_id": site_id,
         "reason": reason,
     }
-    before_json = None if before is None else _json_safe(before)
-    after_json = None if after is None else _json_safe(after)
+    before_json = None if before is None else json_safe(before)
+    after_json = None if after is None else json_safe(after)
     payload = {
         "prev": Slot("prev"),
         "at": Slot("at"),
@@ -336,8 +336,8 @@ def record(
         "entity_id": str(entity_id),
         "subject_study_id": subject_study_id,
         "site_id": site_id,
-        "before": None if before is None else _json_safe(before),
-        "after": None if after is None else _json_safe(after),
+        "before": None if before is None else json_safe(before),
+        "after": None if after is None else json_safe(after),
         "reason": reason,
     }
     if conn.dialect.name == "postgresql":
@@ -354,16 +354,35 @@ def record(
             id=added.id,
         )
     head = conn.execute(_HEAD).first()
-    values["prev_hash"] = head.hash if head is not None else GENESIS_HASH
-    values["occurred_at"] = utcnow()
-    if head is not None and values["occurred_at"] < head.occurred_at:
-        values["occurred_at"] = head.occurred_at  # a clock step back never reorders the trail
-    entry = NewEntry(**values)
-    entry.hash = values["hash"] = entry_digest(entry)
+    entry = next_entry(values, None if head is None else (head.hash, head.occurred_at))
     # one Core INSERT rather than a unit-of-work flush: the entry is never changed afterwards,
     # so the session has nothing to track
-    entry.id = conn.execute(_INSERT, values).scalar_one()
+    entry.id = conn.execute(_INSERT, entry_values(entry)).scalar_one()
     return entry
+
+
+def next_entry(values: Mapping[str, Any], head: tuple[str, dt.datetime] | None) -> NewEntry:
+    """Return the entry of ``values`` (those :func:`record` takes, JSON-safe) appended after
+    ``head`` (the newest entry's hash and time; None for an empty trail), digest included.
+
+    Its time is now, or the head's if the clock has stepped back: the trail never goes back.
+    """
+    now = utcnow()
+    entry = NewEntry(
+        **values,
+        prev_hash=GENESIS_HASH if head is None else head[0],
+        occurred_at=now if head is None or now >= head[1] else head[1],
+    )
+    entry.hash = entry_digest(entry)
+    return entry
+
+
+def entry_values(entry: NewEntry) -> dict[str, Any]:
+    """Return the column values of ``entry``'s row (its id aside)."""
+    return {name: getattr(entry, name) for name in _ENTRY_COLUMNS}
+
+
+_ENTRY_COLUMNS = tuple(f.name for f in fields(NewEntry) if f.name != "id")
 
 
 _ADDED = "SELECT id, occurred_at, prev_hash, hash FROM audit_added"

@@ -16,13 +16,24 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, NamedTuple, TypedDict, Unpack, cast
 
-from sqlalchemy import ColumnElement, Integer, Table, bindparam, func, literal, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    Table,
+    bindparam,
+    func,
+    literal,
+    select,
+    text,
+)
 from sqlalchemy.orm import QueryableAttribute, Session, make_transient_to_detached
 from sqlalchemy.orm.util import identity_key
 
-from ductal import audit, pg_save
+from ductal import audit, pg_save, sqlite_save
 from ductal.errors import Conflict, Problem, ValidationError
 from ductal.models import Event, FormRecord, Identity, Signature, Subject, utcnow
 from ductal.protocols.logic import parse as parse_expression
@@ -203,10 +214,7 @@ def write_form(
     stored as ``incomplete``.
     """
     unconfirmed = facts.unconfirmed is not None
-    if unconfirmed and (
-        session.get_bind().dialect.name != "postgresql"
-        or audit.chain_lock_asked(session)  # its lock would come before the subject's
-    ):
+    if unconfirmed and audit.chain_lock_asked(session):  # its lock would precede the subject's
         raise Unconfirmed("this save cannot confirm facts read by another transaction")
     write = _validated(
         session, facts, form_key=form_key, data=data, actor=actor, event_key=event_key,
@@ -215,10 +223,13 @@ def write_form(
     )  # fmt: skip
     session.flush()  # the Core reads below must see what the caller has pending
     if unconfirmed:
-        saved = _insert_in_one_statement(session, write, instance)
-        if saved is None:
-            raise Unconfirmed(f"the facts of subject {facts.study_id} could not be confirmed")
-        return saved
+        prepared = PreparedInsert(write, instance)
+        if session.get_bind().dialect.name == "postgresql":
+            saved = _insert_in_one_statement(session, write, instance, prepared.statement)
+            if saved is None:
+                raise Unconfirmed(f"the facts of subject {facts.study_id} could not be confirmed")
+            return saved
+        return prepared.store(session.connection())
     _lock_subject(session, facts.id)
     spec, occurred = write.spec, write.occurred
     was_first_treatment = spec.kind == "treatment" and first_session_date(session, facts) is None
@@ -249,12 +260,13 @@ def prepare_insert(
     vault: Vault | None = None,
     today: dt.date | None = None,
 ) -> PreparedInsert:
-    """Validate a new form for unconfirmed ``facts`` and return the statement that stores it.
+    """Validate a new form for unconfirmed ``facts``; return it ready to store.
 
-    For a caller that runs the statement itself, on PostgreSQL, on a connection with no
-    transaction open (the web API runs it on its event loop): the statement confirms the facts
-    and stores the form, committing as it ends. Raises as :func:`write_form` does, without
-    reading anything; :meth:`PreparedInsert.saved` turns the statement's row into the record.
+    Raises as :func:`write_form` does, without reading anything. On PostgreSQL a caller may run
+    :attr:`PreparedInsert.statement` itself, on a connection with no transaction open (the web
+    API runs it on its event loop): it confirms the facts and stores the form, committing as it
+    ends, and :meth:`PreparedInsert.saved` turns its row into the record. On SQLite,
+    :meth:`PreparedInsert.store` does both in the caller's transaction.
     """
     if facts.unconfirmed is None:
         raise ValueError("prepare_insert is for facts read by an earlier transaction")
@@ -263,7 +275,7 @@ def prepare_insert(
         event_instance=event_instance, expected_version=None, reason=reason,
         allow_incomplete=allow_incomplete, vault=vault, today=today,
     )  # fmt: skip
-    return PreparedInsert(write, _insert_statement(write, instance))
+    return PreparedInsert(write, instance)
 
 
 def _validated(
@@ -314,11 +326,16 @@ def _validated(
     return _Write(facts, spec, event_instance, form, clean, status, occurred, actor, reason)
 
 
+def _instance_to_write(form: FormDef, instance: int | None) -> int | None:
+    """Return the instance a new record takes: None for the next of a repeating form."""
+    return None if form.repeating and instance is None else (instance or 1)
+
+
 def _insert_statement(write: _Write, instance: int | None) -> pg_save.InsertStatement:
     facts, form = write.facts, write.form
     return pg_save.insert_statement(
         facts, event_key=write.spec.key, event_instance=write.event_instance, form_key=form.key,
-        instance=None if form.repeating and instance is None else (instance or 1),
+        instance=_instance_to_write(form, instance),
         data=write.clean, status=write.status, day=write.occurred, actor=write.actor,
         reason=write.reason,
     )  # fmt: skip
@@ -403,27 +420,52 @@ class _Write:
 
 @dataclass(frozen=True)
 class PreparedInsert:
-    """A validated new form and the one statement that confirms its facts and stores it."""
+    """A validated new form of unconfirmed facts, ready to store (see :func:`prepare_insert`)."""
 
     write: _Write
-    statement: pg_save.InsertStatement
+    instance: int | None  # as given: None takes the next instance of a repeating form
+
+    @cached_property
+    def statement(self) -> pg_save.InsertStatement:
+        """PostgreSQL: the one statement that confirms the facts and stores the form."""
+        return _insert_statement(self.write, self.instance)
 
     def saved(self, row: tuple[Any, ...] | None) -> SavedForm:
-        """Return the record the statement stored, from its row ``(id, event_id, instance)``;
-        raise :class:`Unconfirmed` when it stored nothing."""
+        """Return the record :attr:`statement` stored, from its row ``(id, event_id,
+        instance)``; raise :class:`Unconfirmed` when it stored nothing."""
         if row is None:
             study_id = self.write.facts.study_id
             raise Unconfirmed(f"the facts of subject {study_id} could not be confirmed")
         record_id, event_id, instance = row
         return self.write.created(int(event_id), int(instance), int(record_id), self.statement.now)
 
+    def store(self, conn: Connection) -> SavedForm:
+        """SQLite: confirm the facts and store the form in ``conn``'s transaction (begun
+        ``IMMEDIATE``); raise :class:`Unconfirmed`, having stored nothing, when they no longer
+        hold or the record exists."""
+        write, form = self.write, self.write.form
+        stored = sqlite_save.insert_form(
+            conn, write.facts, event_key=write.spec.key, event_instance=write.event_instance,
+            form_key=form.key, instance=_instance_to_write(form, self.instance),
+            data=write.clean, status=write.status, day=write.occurred, actor=write.actor,
+            reason=write.reason,
+        )  # fmt: skip
+        if stored is None:
+            study_id = write.facts.study_id
+            raise Unconfirmed(f"the facts of subject {study_id} could not be confirmed")
+        record_id, event_id, instance, now = stored
+        return write.created(event_id, instance, record_id, now)
+
 
 def _insert_in_one_statement(
-    session: Session, write: _Write, instance: int | None
+    session: Session,
+    write: _Write,
+    instance: int | None,
+    statement: pg_save.InsertStatement | None = None,
 ) -> SavedForm | None:
     """PostgreSQL: store a new record with one statement (:mod:`ductal.pg_save`); None when it
     stored nothing (the record exists, or unconfirmed facts did not hold)."""
-    statement = _insert_statement(write, instance)
+    statement = statement or _insert_statement(write, instance)
     row = session.connection().execute(audit.sql_text(statement.sql), statement.params).first()
     if row is None:
         return None

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,11 +23,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, joinedload
 from starlette.concurrency import run_in_threadpool
 
-from ductal import records
+from ductal import forms, records
 from ductal.config import DEFAULT_DB_CONCURRENCY, Settings
 from ductal.db import is_busy, session_scope
 from ductal.errors import DuctalError, NotAuthenticated, NotFound, PermissionDenied
-from ductal.forms import Unconfirmed
 from ductal.models import DataQuery, FormRecord, ProtocolVersion, Subject
 from ductal.records import SubjectFacts
 from ductal.vault import Vault
@@ -319,19 +318,6 @@ def subject_access(permission: str) -> Callable[..., SubjectAccess]:
     return dependency
 
 
-R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class OneStatement(Generic[R]):
-    """A request's whole database work as one PostgreSQL statement that commits as it ends."""
-
-    query: str  # with psycopg's placeholders
-    params: Mapping[str, Any]
-    # the answer, from the statement's first row; raises forms.Unconfirmed when there is none
-    answer: Callable[[tuple[Any, ...] | None], R]
-
-
 @dataclass
 class SubjectWork:
     """A subject route's whole database work, run as one call by :func:`run_database_work`.
@@ -342,16 +328,18 @@ class SubjectWork:
     loop in between (each return to it would keep the SQLite lock held while other requests are
     served). The checks, their order and their errors are those of :func:`subject_access`.
 
-    On PostgreSQL, what a token's request read is kept (:mod:`ductal.web.recall`), and when
-    its next request for the same subject can be one statement that confirms those facts
-    (``one_statement``: a new form, see :func:`ductal.forms.prepare_insert`), that statement is
-    the request's only database work. It runs on the event loop (:mod:`ductal.web.loop_db`),
-    with no transaction around it, so it commits as it ends: the audit chain's lock, which every
-    writer queues for, is let go then, not after a further round trip to commit (and, before
-    that, a wait for a thread to get the interpreter lock back). Should the statement store
-    nothing (the facts no longer held, a save of the same subject came first, the record
-    exists), or the request be refused before it runs (invalid input, a save one statement
-    cannot do), the request runs again the ordinary way, whose answer is the one given.
+    What a token's request read is kept (:mod:`ductal.web.recall`), and when its next request
+    for the same subject stores a new form (``new_record``, see
+    :func:`ductal.forms.prepare_insert`), the form is stored on those facts, unconfirmed, by
+    statements that confirm them as they store it. On PostgreSQL that is one statement, run on
+    the event loop (:mod:`ductal.web.loop_db`) with no transaction around it, so it commits as
+    it ends: the audit chain's lock, which every writer queues for, is let go then, not after a
+    further round trip to commit (and, before that, a wait for a thread to get the interpreter
+    lock back). On SQLite it is a short transaction of plain sqlite3 statements
+    (:mod:`ductal.sqlite_save`). Should nothing be stored (the facts no longer held, a save of
+    the same subject came first, the record exists), or the request be refused before (invalid
+    input, a save that cannot be done so), the request runs again the ordinary way, whose
+    answer is the one given.
     """
 
     request: Request
@@ -364,19 +352,16 @@ class SubjectWork:
         study_id: str,
         work: Callable[[Session, Principal, SubjectFacts], T],
         *,
-        one_statement: Callable[[Principal, SubjectFacts], OneStatement[T]] | None = None,
+        new_record: NewRecord[T] | None = None,
     ) -> T:
-        """Run ``work`` for subject ``study_id`` and return its result (``one_statement``:
-        the same work as one statement, given unconfirmed facts; see above)."""
-        loop_connections = self.config.loop_connections
-        token_hash = None
-        if one_statement is not None and loop_connections is not None:
-            token_hash = self._token_hash()
-        if token_hash is not None:
+        """Run ``work`` for subject ``study_id`` and return its result (``new_record``: the same
+        work as a new form on unconfirmed facts, and its answer; see above)."""
+        token_hash = self._token_hash() if new_record is not None else None
+        if token_hash is not None and new_record is not None:
             kept = self.config.recall.get(token_hash, study_id)
             if kept is not None:
                 try:
-                    return await self._in_one_statement(kept, one_statement, loop_connections)
+                    return await self._on_kept_facts(kept, new_record)
                 except _ANSWERED_AFRESH:
                     self.config.recall.forget(token_hash, study_id)
 
@@ -389,24 +374,32 @@ class SubjectWork:
                 _check(principal, facts.site_id, self.permission, missing)
                 result = work(db, principal, facts)
             if token_hash is not None:
-                self.config.recall.keep(token_hash, principal, facts, self.permission)
+                self.config.recall.keep(
+                    token_hash, principal, facts, self.permission, engine.dialect.name
+                )
             return result
 
         return await run_database_work(self.config, call)
 
-    async def _in_one_statement(
-        self,
-        kept: tuple[Principal, SubjectFacts],
-        one_statement: Any,
-        connections: Any,
+    async def _on_kept_facts(
+        self, kept: tuple[Principal, SubjectFacts], new_record: NewRecord[T]
     ) -> T:
         principal, facts = kept
         _check(principal, facts.site_id, self.permission, "")
-        statement: OneStatement[T] = one_statement(_remember(self.request, principal), facts)
+        prepared, answer = new_record(_remember(self.request, principal), facts)
+        connections = self.config.loop_connections
+        if connections is None:  # SQLite
+
+            def store(engine: Engine) -> forms.SavedForm:
+                with engine.begin() as conn:
+                    return prepared.store(conn)
+
+            return answer(await run_database_work(self.config, store))
+        statement = prepared.statement
         # a database error is reported as it is: the statement may have committed before the
         # connection failed, and running the request again could store the form twice
-        row = await connections.fetch_one(statement.query, statement.params)
-        return statement.answer(row)
+        row = await connections.fetch_one(statement.psycopg(), statement.params)
+        return answer(prepared.saved(row))
 
     def _token_hash(self) -> str | None:
         """Return the digest of the request's bearer token, if it sends one."""
@@ -430,7 +423,13 @@ class SubjectWork:
 
 
 # refusals decided before anything is stored
-_ANSWERED_AFRESH = (DuctalError, RequestValidationError, Unconfirmed)
+_ANSWERED_AFRESH = (DuctalError, RequestValidationError, forms.Unconfirmed)
+
+# the route's save as a new form on unconfirmed facts: the prepared form, and the answer to
+# give once it is stored
+NewRecord = Callable[
+    [Principal, SubjectFacts], tuple[forms.PreparedInsert, Callable[[forms.SavedForm], T]]
+]
 
 
 def subject_work(permission: str) -> Callable[..., Awaitable[SubjectWork]]:

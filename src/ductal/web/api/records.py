@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -20,7 +21,6 @@ from ductal.web.api._common import ERROR_RESPONSES, MAX_PAGE, Body, after_rollba
 from ductal.web.deps import (
     Config,
     DbSession,
-    OneStatement,
     QueryAnswer,
     QueryCloser,
     RecordLocker,
@@ -126,7 +126,9 @@ async def save_form(
         )
         return views.saved_form_dict(db, saved, subject, principal.language)
 
-    def one_statement(principal: Principal, subject: SubjectFacts) -> OneStatement[dict[str, Any]]:
+    def new_record(
+        principal: Principal, subject: SubjectFacts
+    ) -> tuple[forms.PreparedInsert, Callable[[forms.SavedForm], dict[str, Any]]]:
         body = _form_save_in(raw)
         if body.expected_version is not None:
             raise forms.Unconfirmed("a change of a saved record takes the ordinary way")
@@ -142,15 +144,10 @@ async def save_form(
             allow_incomplete=body.allow_incomplete,
             vault=work.config.vault,
         )
-        statement = prepared.statement
-        return OneStatement(
-            statement.psycopg(),
-            statement.params,
-            lambda row: views.created_form_dict(prepared.saved(row), subject),
-        )
+        return prepared, lambda saved: views.created_form_dict(saved, subject)
 
     # the record is plain JSON already: returned as is, not checked again against a model
-    return JSONResponse(await work.run(study_id, save, one_statement=one_statement))
+    return JSONResponse(await work.run(study_id, save, new_record=new_record))
 
 
 def _form_save_in(raw: bytes) -> FormSaveIn:

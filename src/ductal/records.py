@@ -146,7 +146,7 @@ UNREAD = Unread.UNREAD
 
 @dataclass(frozen=True)
 class Confirmation:
-    """A PostgreSQL condition that must still hold when a save stores its record.
+    """A SQL condition (in the database's dialect) that must still hold when a save stores.
 
     ``sql`` is a boolean SQL expression over the bind parameters in ``params`` (whose names
     should not clash with a statement's own: prefix them).
@@ -166,7 +166,8 @@ class SubjectFacts:
 
     ``unconfirmed`` is set on facts read by an earlier transaction (the web API keeps them from
     one save of a script to its next): a save given such facts stores its record only if these
-    facts, and that condition, still hold in the statement that stores it, and otherwise raises
+    facts, and that condition, still hold as it stores it (checked by the storing statement on
+    PostgreSQL, in the storing transaction on SQLite), and otherwise raises
     :class:`ductal.forms.Unconfirmed` having stored nothing.
     """
 

@@ -3,9 +3,11 @@
 Both endpoints run in the same uvicorn server, measured side by side in one run by 16 concurrent
 HTTP clients:
 
-* **full stack** — ``POST /api/v1/subjects/{id}/forms/adverse_event``: bearer-token lookup,
+* **full stack** — ``POST /api/v1/subjects/{id}/forms/adverse_event``: bearer-token check,
   roles, subject and site check, validation against the protocol, the form record, its
-  hash-chained audit entry, one transaction, the record returned as JSON;
+  hash-chained audit entry, one transaction, the record returned as JSON (after a client's
+  first save of its subject in a worker, the token and the subject's facts are confirmed by the
+  statements that store the form rather than read first: see docs/web.md, Performance);
 * **baseline** — ``POST /bench/insert`` (added here, never in production code): the same JSON
   body stored with one ``INSERT`` into a scratch table.
 

@@ -223,13 +223,12 @@ def write_form(
     )  # fmt: skip
     session.flush()  # the Core reads below must see what the caller has pending
     if unconfirmed:
-        prepared = PreparedInsert(write, instance)
-        if session.get_bind().dialect.name == "postgresql":
-            saved = _insert_in_one_statement(session, write, instance, prepared.statement)
-            if saved is None:
-                raise Unconfirmed(f"the facts of subject {facts.study_id} could not be confirmed")
-            return saved
-        return prepared.store(session.connection())
+        if session.get_bind().dialect.name != "postgresql":
+            return PreparedInsert(write, instance).store(session.connection())
+        saved = _insert_in_one_statement(session, write, instance)
+        if saved is None:
+            raise _not_confirmed(facts)
+        return saved
     _lock_subject(session, facts.id)
     spec, occurred = write.spec, write.occurred
     was_first_treatment = spec.kind == "treatment" and first_session_date(session, facts) is None
@@ -252,30 +251,21 @@ def prepare_insert(
     form_key: str,
     data: Mapping[str, Any],
     actor: str,
-    event_key: str | None = None,
-    event_instance: int = 1,
-    instance: int | None = None,
-    reason: str | None = None,
-    allow_incomplete: bool = False,
-    vault: Vault | None = None,
-    today: dt.date | None = None,
+    **options: Unpack[SaveOptions],
 ) -> PreparedInsert:
     """Validate a new form for unconfirmed ``facts``; return it ready to store.
 
-    Raises as :func:`write_form` does, without reading anything. On PostgreSQL a caller may run
-    :attr:`PreparedInsert.statement` itself, on a connection with no transaction open (the web
-    API runs it on its event loop): it confirms the facts and stores the form, committing as it
-    ends, and :meth:`PreparedInsert.saved` turns its row into the record. On SQLite,
-    :meth:`PreparedInsert.store` does both in the caller's transaction.
+    Takes what :func:`write_form` takes and raises as it does, without reading anything (a
+    version given, the save is not a new form: :class:`Unconfirmed`). On PostgreSQL a caller
+    may run :attr:`PreparedInsert.statement` itself, on a connection with no transaction open
+    (the web API runs it on its event loop): it confirms the facts and stores the form,
+    committing as it ends, and :meth:`PreparedInsert.saved` turns its row into the record. On
+    SQLite, :meth:`PreparedInsert.store` does both in the caller's transaction.
     """
     if facts.unconfirmed is None:
         raise ValueError("prepare_insert is for facts read by an earlier transaction")
-    write = _validated(
-        None, facts, form_key=form_key, data=data, actor=actor, event_key=event_key,
-        event_instance=event_instance, expected_version=None, reason=reason,
-        allow_incomplete=allow_incomplete, vault=vault, today=today,
-    )  # fmt: skip
-    return PreparedInsert(write, instance)
+    write = _validated(None, facts, form_key=form_key, data=data, actor=actor, **options)
+    return PreparedInsert(write, options.get("instance"))
 
 
 def _validated(
@@ -285,18 +275,13 @@ def _validated(
     form_key: str,
     data: Mapping[str, Any],
     actor: str,
-    event_key: str | None,
-    event_instance: int,
-    expected_version: int | None,
-    reason: str | None,
-    allow_incomplete: bool,
-    vault: Vault | None,
-    today: dt.date | None,
+    **options: Unpack[SaveOptions],
 ) -> _Write:
     """Check the form against the protocol and the subject; return the save to store.
 
     ``session`` may be None for unconfirmed facts: a save they qualify for reads nothing.
     """
+    event_key, event_instance = options.get("event_key"), options.get("event_instance", 1)
     protocol = facts.protocol
     try:
         form = protocol.form(form_key)
@@ -313,16 +298,17 @@ def _validated(
             problems=[Problem("event", f"{spec.key!r} is only for arms {', '.join(spec.arms)}")],
         )
     if facts.unconfirmed is not None:
-        _check_confirmable(facts, form, spec, expected_version)
-    context = validation_context(session, facts, vault, form)
-    clean, problems = validate_form_data(form, data, context=context, today=today)
+        _check_confirmable(facts, form, spec, options.get("expected_version"))
+    context = validation_context(session, facts, options.get("vault"), form)
+    clean, problems = validate_form_data(form, data, context=context, today=options.get("today"))
     missing = [p for p in problems if p.message == REQUIRED_MESSAGE]
-    if allow_incomplete:
+    if options.get("allow_incomplete", False):
         problems = [p for p in problems if p.message != REQUIRED_MESSAGE]
     if problems:
         raise ValidationError(f"form {form_key} has {len(problems)} problem(s)", problems=problems)
     status = "incomplete" if missing else "complete"
     occurred = _occurred_on(form, clean)
+    reason = options.get("reason")
     return _Write(facts, spec, event_instance, form, clean, status, occurred, actor, reason)
 
 
@@ -348,6 +334,10 @@ class Unconfirmed(Exception):
     first, the record exists already, or this save needs more than the one statement that can
     confirm them. The caller reads the facts afresh in its own transaction and saves again.
     """
+
+
+def _not_confirmed(facts: SubjectFacts) -> Unconfirmed:
+    return Unconfirmed(f"the facts of subject {facts.study_id} could not be confirmed")
 
 
 def _check_confirmable(
@@ -434,8 +424,7 @@ class PreparedInsert:
         """Return the record :attr:`statement` stored, from its row ``(id, event_id,
         instance)``; raise :class:`Unconfirmed` when it stored nothing."""
         if row is None:
-            study_id = self.write.facts.study_id
-            raise Unconfirmed(f"the facts of subject {study_id} could not be confirmed")
+            raise _not_confirmed(self.write.facts)
         record_id, event_id, instance = row
         return self.write.created(int(event_id), int(instance), int(record_id), self.statement.now)
 
@@ -451,21 +440,17 @@ class PreparedInsert:
             reason=write.reason,
         )  # fmt: skip
         if stored is None:
-            study_id = write.facts.study_id
-            raise Unconfirmed(f"the facts of subject {study_id} could not be confirmed")
+            raise _not_confirmed(write.facts)
         record_id, event_id, instance, now = stored
         return write.created(event_id, instance, record_id, now)
 
 
 def _insert_in_one_statement(
-    session: Session,
-    write: _Write,
-    instance: int | None,
-    statement: pg_save.InsertStatement | None = None,
+    session: Session, write: _Write, instance: int | None
 ) -> SavedForm | None:
     """PostgreSQL: store a new record with one statement (:mod:`ductal.pg_save`); None when it
     stored nothing (the record exists, or unconfirmed facts did not hold)."""
-    statement = statement or _insert_statement(write, instance)
+    statement = _insert_statement(write, instance)
     row = session.connection().execute(audit.sql_text(statement.sql), statement.params).first()
     if row is None:
         return None

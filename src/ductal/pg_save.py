@@ -30,7 +30,7 @@ from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
 from ductal import audit
 from ductal.models import utcnow
-from ductal.records import UNREAD, SubjectFacts, created_entry
+from ductal.records import SubjectFacts, created_entry
 
 SUBJECT_LOCKS = 0x0D0C  # first key of the per-subject advisory locks (two-key space)
 
@@ -154,7 +154,7 @@ def insert_statement(
     )
     params = {
         **append.params,
-        **_confirmation_params(facts),
+        **({} if facts.unconfirmed is None else facts.confirmation_params()),
         "subject_id": facts.id,
         "event_key": event_key,
         "event_instance": event_instance,
@@ -177,25 +177,4 @@ def insert_statement(
 @functools.lru_cache(maxsize=64)
 def _psycopg_text(sql: str) -> str:
     # SQLAlchemy's compiler writes the placeholders (and doubles any literal %)
-    return str(audit.sql_text(sql).compile(dialect=_PSYCOPG))
-
-
-_PSYCOPG = psycopg_dialect()
-
-
-def _confirmation_params(facts: SubjectFacts) -> dict[str, Any]:
-    confirm = facts.unconfirmed
-    if confirm is None:
-        return {}
-    if facts.identity is UNREAD:
-        raise ValueError("unconfirmed facts must carry the identity ciphertext they were read with")
-    return {
-        **confirm.params,
-        "f_study": facts.study_id,
-        "f_site": facts.site_id,
-        "f_status": facts.status,
-        "f_arm": facts.arm,
-        "f_enrolled": facts.enrolled_on,
-        "f_version": facts.protocol_version_id,
-        "f_identity": facts.identity,
-    }
+    return str(audit.sql_text(sql).compile(dialect=psycopg_dialect()))

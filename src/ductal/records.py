@@ -182,6 +182,23 @@ class SubjectFacts:
     identity: bytes | Unread | None = None
     unconfirmed: Confirmation | None = None
 
+    def confirmation_params(self) -> dict[str, Any]:
+        """Return the bind parameters of a check that unconfirmed facts still hold: the
+        condition's own, the subject's id and each fact as ``f_*``."""
+        if self.unconfirmed is None or self.identity is UNREAD:
+            raise ValueError("unconfirmed facts, with the identity they were read with, are needed")
+        return {
+            **self.unconfirmed.params,
+            "subject_id": self.id,
+            "f_study": self.study_id,
+            "f_site": self.site_id,
+            "f_status": self.status,
+            "f_arm": self.arm,
+            "f_enrolled": self.enrolled_on,
+            "f_version": self.protocol_version_id,
+            "f_identity": self.identity,
+        }
+
     @classmethod
     def of(cls, subject: Subject) -> SubjectFacts:
         return cls(

@@ -25,7 +25,7 @@ from sqlalchemy import Connection
 
 from ductal import audit
 from ductal.models import utcnow
-from ductal.records import UNREAD, SubjectFacts, created_entry
+from ductal.records import SubjectFacts, created_entry
 
 # the token's and the subject's facts as the caller read them (``IS``: equal, NULL-safely)
 _FACTS_HOLD = """SELECT EXISTS (SELECT 1 FROM subjects s
@@ -76,22 +76,13 @@ def insert_form(
     nothing, when the facts or their condition no longer hold, or the record exists already.
     """
     confirm = facts.unconfirmed
-    if confirm is None or facts.identity is UNREAD:
-        raise ValueError("insert_form takes facts read by an earlier transaction, identity too")
+    if confirm is None:
+        raise ValueError("insert_form takes facts read by an earlier transaction")
     raw = conn.connection.driver_connection
     if not isinstance(raw, sqlite3.Connection):
         raise TypeError("insert_form runs on SQLite")
-    checked = {
-        **confirm.params,
-        "subject_id": facts.id,
-        "f_study": facts.study_id,
-        "f_site": facts.site_id,
-        "f_status": facts.status,
-        "f_arm": facts.arm,
-        "f_enrolled": None if facts.enrolled_on is None else facts.enrolled_on.isoformat(),
-        "f_version": facts.protocol_version_id,
-        "f_identity": facts.identity,
-    }
+    checked = facts.confirmation_params()
+    checked["f_enrolled"] = None if facts.enrolled_on is None else facts.enrolled_on.isoformat()
     if not raw.execute(_FACTS_HOLD.format(condition=confirm.sql), checked).fetchone()[0]:
         return None
     event = {

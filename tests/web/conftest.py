@@ -128,3 +128,27 @@ BASELINE = {
     "height_cm": 162,
     "weight_kg": 58,
 }
+
+ADVERSE_EVENT = {
+    "term": "pain",
+    "onset_date": "2024-04-01",
+    "ctcae_grade": 1,
+    "serious": 0,
+    "relatedness": "unrelated",
+}
+
+
+def enrolled(client: TestClient, headers: dict[str, str]) -> str:
+    """Screen an eligible patient and enrol her through the API; return her study id."""
+    screened = client.post(
+        "/api/v1/subjects",
+        json={"protocol": "lavage-observational", "site": "RIV", "screening": dict(ELIGIBLE)},
+        headers=headers,
+    )
+    assert screened.status_code == 201, screened.text
+    study_id: str = screened.json()["study_id"]
+    enrolment = client.post(
+        f"/api/v1/subjects/{study_id}/enrol", json={"enrolled_on": "2024-03-02"}, headers=headers
+    )
+    assert enrolment.status_code == 200, enrolment.text
+    return study_id

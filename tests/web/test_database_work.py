@@ -16,7 +16,7 @@ from ductal import audit
 from ductal.db import session_scope
 from ductal.models import AuditEntry
 from ductal.web.deps import run_database_work
-from tests.web.conftest import ELIGIBLE, World, bearer
+from tests.web.conftest import ADVERSE_EVENT, World, bearer, enrolled
 
 NOTE = text("INSERT INTO audit_entries_probe (note) VALUES ('x')")
 
@@ -106,7 +106,7 @@ def test_api_save_while_sqlite_is_busy_elsewhere_is_stored_once(world: World, cl
     if world.engine.dialect.name != "sqlite":
         pytest.skip("SQLite's file lock")
     headers = bearer(world, "coordinator")
-    study_id = _enrolled(client, headers)
+    study_id = enrolled(client, headers)
     with world.engine.connect() as conn:
         before = conn.execute(select(func.count()).select_from(AuditEntry)).scalar_one()
     other = sqlite3.connect(
@@ -116,7 +116,7 @@ def test_api_save_while_sqlite_is_busy_elsewhere_is_stored_once(world: World, cl
     threading.Timer(0.3, other.rollback).start()
     saved = client.post(
         f"/api/v1/subjects/{study_id}/forms/adverse_event",
-        json={"event": "unscheduled", "data": dict(AE)},
+        json={"event": "unscheduled", "data": dict(ADVERSE_EVENT)},
         headers=headers,
     )
     other.close()
@@ -125,22 +125,6 @@ def test_api_save_while_sqlite_is_busy_elsewhere_is_stored_once(world: World, cl
     with world.engine.connect() as conn:
         after = conn.execute(select(func.count()).select_from(AuditEntry)).scalar_one()
     assert after == before + 1
-
-
-def _enrolled(client: Any, headers: dict[str, str]) -> str:
-    """Screen an eligible patient and enrol her through the API; return her study id."""
-    screened = client.post(
-        "/api/v1/subjects",
-        json={"protocol": "lavage-observational", "site": "RIV", "screening": dict(ELIGIBLE)},
-        headers=headers,
-    )
-    assert screened.status_code == 201, screened.text
-    study_id: str = screened.json()["study_id"]
-    enrolled = client.post(
-        f"/api/v1/subjects/{study_id}/enrol", json={"enrolled_on": "2024-03-02"}, headers=headers
-    )
-    assert enrolled.status_code == 200, enrolled.text
-    return study_id
 
 
 def test_postgresql_api_save_locks_the_subject_with_its_first_statement(
@@ -152,10 +136,10 @@ def test_postgresql_api_save_locks_the_subject_with_its_first_statement(
     if world.engine.dialect.name != "postgresql":
         pytest.skip("advisory locks are PostgreSQL's")
     headers = bearer(world, "coordinator")
-    study_id = _enrolled(client, headers)
+    study_id = enrolled(client, headers)
     first = client.post(  # makes the visit: the next save finds it
         f"/api/v1/subjects/{study_id}/forms/adverse_event",
-        json={"event": "unscheduled", "data": dict(AE)},
+        json={"event": "unscheduled", "data": dict(ADVERSE_EVENT)},
         headers=headers,
     )
     assert first.status_code == 200, first.text
@@ -169,7 +153,7 @@ def test_postgresql_api_save_locks_the_subject_with_its_first_statement(
     try:
         saved = client.post(
             f"/api/v1/subjects/{study_id}/forms/adverse_event",
-            json={"event": "unscheduled", "data": dict(AE)},
+            json={"event": "unscheduled", "data": dict(ADVERSE_EVENT)},
             headers=headers,
         )
     finally:
@@ -184,15 +168,6 @@ def test_postgresql_api_save_locks_the_subject_with_its_first_statement(
     assert saved.json()["instance"] == 2
     with session_scope(world.engine) as session:
         assert audit.verify_chain(session).ok
-
-
-AE = {
-    "term": "pain",
-    "onset_date": "2024-04-01",
-    "ctcae_grade": 1,
-    "serious": 0,
-    "relatedness": "unrelated",
-}
 
 
 def test_the_server_keeps_the_configured_number_of_connections(tmp_path: Any) -> None:

@@ -4,6 +4,8 @@ at most a few at once."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import psycopg
 import pytest
@@ -100,3 +102,22 @@ def test_an_unreachable_database_is_reported_plainly() -> None:
     connections = LoopConnections(engine, 1)
     with pytest.raises(DatabaseUnavailable, match="cannot reach the database"):
         asyncio.run(connections.fetch_one(PID, {}))
+
+
+def test_the_web_app_needs_psycopg_only_for_postgresql(tmp_path: object) -> None:
+    """psycopg is the postgres extra's: a SQLite server starts and saves without it."""
+    code = """
+import sys
+sys.modules["psycopg"] = None  # as if the postgres extra were not installed
+from fastapi.testclient import TestClient
+from ductal.config import load_settings
+from ductal.web.app import create_app
+app = create_app(load_settings({"DUCTAL_DATA_DIR": sys.argv[1]}))
+assert app.state.ductal.loop_connections is None
+with TestClient(app) as client:
+    assert client.get("/login").status_code == 200
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

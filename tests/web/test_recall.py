@@ -24,30 +24,9 @@ from ductal.web.access import Principal
 from ductal.web.auth import digest, revoke_token
 from ductal.web.recall import Recall
 from ductal.web.store import ApiToken
-from tests.web.conftest import ELIGIBLE, World, bearer
+from tests.web.conftest import ADVERSE_EVENT, World, bearer, enrolled
 
-AE = {
-    "term": "pain",
-    "onset_date": "2024-04-01",
-    "ctcae_grade": 1,
-    "serious": 0,
-    "relatedness": "unrelated",
-}
-
-
-def _enrolled(client: TestClient, headers: dict[str, str]) -> str:
-    screened = client.post(
-        "/api/v1/subjects",
-        json={"protocol": "lavage-observational", "site": "RIV", "screening": dict(ELIGIBLE)},
-        headers=headers,
-    )
-    assert screened.status_code == 201, screened.text
-    study_id: str = screened.json()["study_id"]
-    enrolled = client.post(
-        f"/api/v1/subjects/{study_id}/enrol", json={"enrolled_on": "2024-03-02"}, headers=headers
-    )
-    assert enrolled.status_code == 200, enrolled.text
-    return study_id
+AE = ADVERSE_EVENT
 
 
 def _save(client: TestClient, study_id: str, headers: dict[str, str], **body: Any) -> Any:
@@ -55,6 +34,14 @@ def _save(client: TestClient, study_id: str, headers: dict[str, str], **body: An
     return client.post(
         f"/api/v1/subjects/{study_id}/forms/adverse_event", json=payload, headers=headers
     )
+
+
+def _revoke_coordinators_token(world: World) -> None:
+    with session_scope(world.engine) as session:
+        token = session.scalars(
+            select(ApiToken).where(ApiToken.token_hash == digest(world.tokens["coordinator"]))
+        ).one()
+        revoke_token(session, token=token, actor="admin")
 
 
 def _counts(world: World) -> tuple[int, int]:
@@ -73,7 +60,7 @@ def _kept(world: World, user: str, study_id: str) -> tuple[Principal, SubjectFac
 def kept(world: World, client: TestClient) -> str:
     """A subject the coordinator's token has saved a form for (its facts kept): its study id."""
     headers = bearer(world, "coordinator")
-    study_id = _enrolled(client, headers)
+    study_id = enrolled(client, headers)
     first = _save(client, study_id, headers)
     assert first.status_code == 200, first.text
     assert _kept(world, "coordinator", study_id) is not None
@@ -148,11 +135,7 @@ def test_the_next_save_is_one_statement_that_confirms_and_commits(
 def test_a_revoked_token_is_refused_and_forgotten(
     world: World, client: TestClient, kept: str
 ) -> None:
-    with session_scope(world.engine) as session:
-        token = session.scalars(
-            select(ApiToken).where(ApiToken.token_hash == digest(world.tokens["coordinator"]))
-        ).one()
-        revoke_token(session, token=token, actor="admin")
+    _revoke_coordinators_token(world)
     before = _counts(world)
     refused = _save(client, kept, bearer(world, "coordinator"))
     assert refused.status_code == 401, refused.text
@@ -248,11 +231,7 @@ def test_invalid_input_gets_the_ordinary_answer(
 def test_invalid_input_with_a_revoked_token_is_refused_not_checked(
     world: World, client: TestClient, kept: str
 ) -> None:
-    with session_scope(world.engine) as session:
-        token = session.scalars(
-            select(ApiToken).where(ApiToken.token_hash == digest(world.tokens["coordinator"]))
-        ).one()
-        revoke_token(session, token=token, actor="admin")
+    _revoke_coordinators_token(world)
     refused = _save(client, kept, bearer(world, "coordinator"), data={**AE, "ctcae_grade": 9})
     assert refused.status_code == 401, refused.text
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -30,7 +31,9 @@ from ductal.web import errors
 from ductal.web.auth import AuthPolicy
 from ductal.web.deps import WebConfig
 from ductal.web.i18n import Translator, load_translations
-from ductal.web.loop_db import LoopConnections
+
+if TYPE_CHECKING:
+    from ductal.web.loop_db import LoopConnections
 
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -110,6 +113,15 @@ def _inline_engine(engine: Engine) -> Engine | None:
     return make_engine(url.render_as_string(hide_password=False), busy_timeout=0)
 
 
+def _loop_connections(engine: Engine, size: int) -> LoopConnections | None:
+    """Return the event loop's connections for one-statement work on PostgreSQL, else None."""
+    if engine.dialect.name != "postgresql":
+        return None
+    from ductal.web.loop_db import LoopConnections  # psycopg: the postgres extra's
+
+    return LoopConnections(engine, size)
+
+
 def create_app(
     settings: Settings, *, engine: Engine | None = None, options: WebOptions | None = None
 ) -> FastAPI:
@@ -154,11 +166,7 @@ def create_app(
         sqlite_lock=threading.Lock() if engine.dialect.name == "sqlite" else nullcontext(),
         inline_engine=_inline_engine(engine),
         database_concurrency=settings.db_concurrency,
-        loop_connections=(
-            LoopConnections(engine, settings.db_concurrency)
-            if engine.dialect.name == "postgresql"
-            else None
-        ),
+        loop_connections=_loop_connections(engine, settings.db_concurrency),
     )
     app.state.ductal = config
 

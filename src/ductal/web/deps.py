@@ -13,7 +13,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Request
 from fastapi.exceptions import RequestValidationError
@@ -38,8 +38,10 @@ from ductal.web.auth import (
     token_principal,
     token_principal_and_subject,
 )
-from ductal.web.loop_db import LoopConnections
 from ductal.web.recall import Recall
+
+if TYPE_CHECKING:  # psycopg is the postgres extra's: imported only where PostgreSQL is used
+    from ductal.web.loop_db import LoopConnections
 
 SESSION_COOKIE = "ductal_session"
 PRE_SESSION_COOKIE = "ductal_pre"
@@ -356,7 +358,8 @@ class SubjectWork:
     ) -> T:
         """Run ``work`` for subject ``study_id`` and return its result (``new_record``: the same
         work as a new form on unconfirmed facts, and its answer; see above)."""
-        token_hash = self._token_hash() if new_record is not None else None
+        token = self._bearer_token()
+        token_hash = None if token is None or new_record is None else digest(token)
         if token_hash is not None and new_record is not None:
             kept = self.config.recall.get(token_hash, study_id)
             if kept is not None:
@@ -367,7 +370,7 @@ class SubjectWork:
 
         def call(engine: Engine) -> T:
             with session_scope(engine) as db:
-                principal, facts = self._principal_and_subject(db, study_id)
+                principal, facts = self._principal_and_subject(db, token, study_id)
                 missing = f"no subject {study_id!r}"
                 if facts is None:
                     raise NotFound(missing)
@@ -401,24 +404,21 @@ class SubjectWork:
         row = await connections.fetch_one(statement.psycopg(), statement.params)
         return answer(prepared.saved(row))
 
-    def _token_hash(self) -> str | None:
-        """Return the digest of the request's bearer token, if it sends one."""
+    def _bearer_token(self) -> str | None:
+        """Return the request's bearer token, if it sends one."""
         scheme, _, credential = self.request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
             return None
-        return digest(credential.strip())
+        return credential.strip()
 
     def _principal_and_subject(
-        self, db: Session, study_id: str
+        self, db: Session, token: str | None, study_id: str
     ) -> tuple[Principal, SubjectFacts | None]:
-        scheme, _, credential = self.request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not credential.strip():
+        if token is None:
             principal = authenticate(self.request, db, self.config, self.csrf)
             return principal, records.subject_facts(db, study_id)
         # a script's token: the token, its user's roles and the subject in one statement
-        principal, facts = token_principal_and_subject(
-            db, secret=credential.strip(), study_id=study_id
-        )
+        principal, facts = token_principal_and_subject(db, secret=token, study_id=study_id)
         return _remember(self.request, principal), facts
 
 

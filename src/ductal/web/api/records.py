@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from ductal import accounts, forms, queries, records, signatures
 from ductal.models import DataQuery, FormRecord, Subject, User
 from ductal.records import SubjectFacts
+from ductal.vault import Vault
 from ductal.web import views
 from ductal.web.access import Principal
 from ductal.web.api._common import ERROR_RESPONSES, MAX_PAGE, Body, after_rollback, stream_page
@@ -111,43 +112,35 @@ async def save_form(
     def save(db: Session, principal: Principal, subject: SubjectFacts) -> dict[str, Any]:
         body = _form_save_in(raw)
         saved = forms.write_form(
-            db,
-            subject,
-            form_key=form_key,
-            data=body.data,
-            actor=principal.username,
-            event_key=body.event,
-            event_instance=body.event_instance,
-            instance=body.instance,
-            expected_version=body.expected_version,
-            reason=body.reason,
-            allow_incomplete=body.allow_incomplete,
-            vault=work.config.vault,
-        )
+            db, subject, form_key=form_key, data=body.data, actor=principal.username,
+            **_save_options(body, work.config.vault),
+        )  # fmt: skip
         return views.saved_form_dict(db, saved, subject, principal.language)
 
     def new_record(
         principal: Principal, subject: SubjectFacts
     ) -> tuple[forms.PreparedInsert, Callable[[forms.SavedForm], dict[str, Any]]]:
         body = _form_save_in(raw)
-        if body.expected_version is not None:
-            raise forms.Unconfirmed("a change of a saved record takes the ordinary way")
         prepared = forms.prepare_insert(
-            subject,
-            form_key=form_key,
-            data=body.data,
-            actor=principal.username,
-            event_key=body.event,
-            event_instance=body.event_instance,
-            instance=body.instance,
-            reason=body.reason,
-            allow_incomplete=body.allow_incomplete,
-            vault=work.config.vault,
-        )
+            subject, form_key=form_key, data=body.data, actor=principal.username,
+            **_save_options(body, work.config.vault),
+        )  # fmt: skip
         return prepared, lambda saved: views.created_form_dict(saved, subject)
 
     # the record is plain JSON already: returned as is, not checked again against a model
     return JSONResponse(await work.run(study_id, save, new_record=new_record))
+
+
+def _save_options(body: FormSaveIn, vault: Vault) -> forms.SaveOptions:
+    return forms.SaveOptions(
+        event_key=body.event,
+        event_instance=body.event_instance,
+        instance=body.instance,
+        expected_version=body.expected_version,
+        reason=body.reason,
+        allow_incomplete=body.allow_incomplete,
+        vault=vault,
+    )
 
 
 def _form_save_in(raw: bytes) -> FormSaveIn:
